@@ -1,0 +1,3 @@
+from omni_gpt2o.cli import main
+
+raise SystemExit(main())

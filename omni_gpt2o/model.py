@@ -1,0 +1,148 @@
+"""Omni-GPT2o: can a frozen language model learn to draw?
+
+The whole data flow, in one place:
+
+    prompt ──tokenizer──> tokens ──GPT-2 embeddings──┐
+    draft image ──ViT──> patch tokens ──projection──>├─ [text, SEP, draft patches] ──GPT-2──> states
+                                                     │
+    states at draft patches ──heads──> VAE latent per patch (mean, log-variance) ──sample──> z grid
+    z grid + draft + GPT-2 text states ──decoder──> image
+
+Frozen (never trained, no gradient to their weights): GPT-2, the ViT.
+Trained (the glue): draft projection + separator, latent heads, alignment head, decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from omni_gpt2o.backbones import FrozenGPT2, FrozenViT, load_image_encoder, load_text_encoder
+from omni_gpt2o.config import OmniConfig
+from omni_gpt2o.decoder import PixelDecoder
+from omni_gpt2o.drafts import randn
+
+
+class DraftProjection(nn.Module):
+    """ViT patch tokens -> GPT-2 width, plus learned 2-D (row, column) positions."""
+
+    def __init__(self, vit_width: int, gpt_width: int, grid: tuple[int, int]):
+        super().__init__()
+        self.proj = nn.Linear(vit_width, gpt_width)
+        self.row = nn.Parameter(torch.randn(grid[0], 1, gpt_width) * 0.02)
+        self.col = nn.Parameter(torch.randn(1, grid[1], gpt_width) * 0.02)
+
+    def forward(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        pos = (self.row + self.col).flatten(0, 1)  # (P, D), row-major like the ViT's patches
+        return self.proj(patch_tokens) + pos
+
+
+class LatentHeads(nn.Module):
+    """GPT-2 state at each draft patch -> VAE posterior (mean, log-variance)."""
+
+    def __init__(self, gpt_width: int, latent_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(gpt_width)
+        self.mean = nn.Linear(gpt_width, latent_dim)
+        self.logvar = nn.Linear(gpt_width, latent_dim)
+
+    def forward(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.norm(states)
+        return self.mean(h), self.logvar(h).clamp(-10.0, 10.0)
+
+
+@dataclass
+class OmniOutput:
+    image: torch.Tensor  # (B, 3, H, W), predicted clean picture in [-1, 1] (unclamped)
+    mean: torch.Tensor  # (B, P, latent_dim)
+    logvar: torch.Tensor  # (B, P, latent_dim)
+    patch_embeds: torch.Tensor  # (B, P, vit_width): predicted ViT embedding of the clean picture
+
+
+class OmniGPT2o(nn.Module):
+    def __init__(self, config: OmniConfig, text_encoder: FrozenGPT2, image_encoder: FrozenViT):
+        super().__init__()
+        self.config = config
+        # Frozen.
+        self.text_encoder = text_encoder.requires_grad_(False)
+        self.image_encoder = image_encoder.requires_grad_(False)
+        gpt_w, vit_w, grid = text_encoder.width, image_encoder.width, image_encoder.grid_size
+        if text_encoder.max_text_tokens + 1 + image_encoder.num_patches > text_encoder.model.config.n_positions:
+            raise ValueError("GPT-2 has too few positions for max_text_tokens + 1 + the ViT's patches")
+        # Trained.
+        self.draft_projection = DraftProjection(vit_w, gpt_w, grid)
+        self.separator = nn.Parameter(torch.randn(gpt_w) * 0.02)
+        self.latent_heads = LatentHeads(gpt_w, config.latent_dim)
+        self.alignment_head = nn.Linear(gpt_w, vit_w)
+        self.decoder = PixelDecoder(
+            config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
+            config.decoder_blocks, config.decoder_heads,
+        )
+
+    FROZEN = ("text_encoder", "image_encoder")
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained glue only: what a checkpoint's model.safetensors holds."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(self.FROZEN)}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, mask = self.text_encoder.tokenize(prompts)
+        device = self.separator.device
+        return ids.to(device), mask.to(device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, draft: torch.Tensor,
+                strength: torch.Tensor, sample_latents: bool = False,
+                generator: torch.Generator | None = None) -> OmniOutput:
+        b, t = input_ids.shape
+        # 1. Frozen encoders read the prompt and the draft.
+        text_embeds = self.text_encoder.embed(input_ids)
+        draft_tokens = self.image_encoder(draft)
+        # 2. Trained projection puts draft patches into GPT-2's input space, after a separator.
+        draft_embeds = self.draft_projection(draft_tokens.to(text_embeds.dtype))
+        sep = self.separator.to(text_embeds.dtype).expand(b, 1, -1)
+        sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
+        # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
+        states = self.text_encoder(sequence, mask)
+        context, context_mask = states[:, : t + 1], mask[:, : t + 1]  # text + separator
+        patch_states = states[:, t + 1:]
+        # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).
+        mean, logvar = self.latent_heads(patch_states)
+        z = mean
+        if sample_latents:
+            eps = randn(tuple(mean.shape), generator, device=mean.device).to(mean.dtype)
+            z = mean + eps * torch.exp(0.5 * logvar)
+        gh, gw = self.image_encoder.grid_size
+        z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)
+        # 5. Trained decoder draws the picture.
+        image = self.decoder(z_grid, draft, strength, context, context_mask)
+        return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states))
+
+
+@dataclass
+class LossWeights:
+    kl: float = 1e-3
+    alignment: float = 0.1
+
+
+def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Tensor,
+                   weights: LossWeights) -> dict[str, torch.Tensor]:
+    """Reconstruction + kl_weight x KL + alignment with the frozen ViT's view of the clean picture."""
+    recon = F.mse_loss(out.image.float(), clean.float())
+    mean, logvar = out.mean.float(), out.logvar.float()
+    kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
+    alignment = 1.0 - F.cosine_similarity(out.patch_embeds.float(), clean_tokens.float(), dim=-1).mean()
+    total = recon + weights.kl * kl + weights.alignment * alignment
+    return {"loss": total, "recon": recon, "kl": kl, "alignment": alignment}
+
+
+def build_model(config: OmniConfig, ckpt_dir: Path | None = None) -> OmniGPT2o:
+    """Frozen backbones (from the checkpoint, the hub or a seed) plus fresh trained glue."""
+    return OmniGPT2o(config, load_text_encoder(config, ckpt_dir), load_image_encoder(config, ckpt_dir))

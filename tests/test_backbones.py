@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from omni_gpt2o.backbones import ModelLoadError, gpt2_tokenizer_offline, load_image_encoder, load_text_encoder
+from omni_gpt2o.config import OmniConfig, get_preset
+
+
+def test_offline_tokenizer_is_gpt2s_real_bpe():
+    tok = gpt2_tokenizer_offline()
+    assert len(tok) == 50257
+    assert tok("Hello world").input_ids == [15496, 995]  # GPT-2's own ids
+    assert tok.decode(tok("Космический кот на Марсе").input_ids) == "Космический кот на Марсе"
+
+
+def test_random_backbones_are_made_from_the_seed(micro_preset):
+    a = load_text_encoder(micro_preset)
+    b = load_text_encoder(micro_preset)
+    c = load_text_encoder(micro_preset.replace(backbone_seed=1))
+    wa, wb, wc = (e.model.h[0].attn.c_attn.weight for e in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    va, vb = load_image_encoder(micro_preset), load_image_encoder(micro_preset)
+    assert torch.equal(va.model.patch_embed.proj.weight, vb.model.patch_embed.proj.weight)
+
+
+def test_backbones_round_trip_through_from_pretrained_folders(micro_preset, tmp_path):
+    text, image = load_text_encoder(micro_preset), load_image_encoder(micro_preset)
+    text.save(tmp_path)
+    image.save(tmp_path, micro_preset.image_model_kwargs)
+    assert (tmp_path / "text_encoder" / "model.safetensors").is_file()
+    assert (tmp_path / "image_encoder" / "model.safetensors").is_file()
+    text2, image2 = load_text_encoder(micro_preset, tmp_path), load_image_encoder(micro_preset, tmp_path)
+    for (k, v), (_, v2) in zip(text.state_dict().items(), text2.state_dict().items()):
+        assert torch.equal(v, v2), k
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(image(x), image2(x))
+    assert text2.tokenize(["a red circle"])[0].tolist() == text.tokenize(["a red circle"])[0].tolist()
+    # A user can point the config at such folders directly, as at a download.
+    by_path = micro_preset.replace(text_model=str(tmp_path / "text_encoder"), text_model_config=None,
+                                   image_model=str(tmp_path / "image_encoder"), image_model_pretrained=True)
+    for f in (tmp_path / "tokenizer").iterdir():  # a hub GPT-2 folder holds model and tokenizer together
+        (tmp_path / "text_encoder" / f.name).write_bytes(f.read_bytes())
+    assert torch.equal(load_image_encoder(by_path)(x), image(x))
+    assert torch.equal(load_text_encoder(by_path).model.wte.weight, text.model.wte.weight)
+
+
+def test_vit_gives_one_token_per_patch(micro_preset):
+    vit = load_image_encoder(micro_preset)
+    tokens = vit(torch.zeros(3, 3, 32, 32))
+    assert tokens.shape == (3, 16, 64) and vit.grid_size == (4, 4)
+    other_size = vit(torch.zeros(1, 3, 48, 48))  # resized to the ViT's input
+    assert other_size.shape == (1, 16, 64)
+
+
+@pytest.mark.parametrize("loader,field", [(load_text_encoder, "text_model"), (load_image_encoder, "image_model")])
+def test_a_missing_hub_model_is_one_clear_error(loader, field, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = "omni-gpt2o-tests/no-such-model" if field == "text_model" else "hf-hub:omni-gpt2o-tests/no-such-vit"
+    config = OmniConfig(**{field: name})
+    with pytest.raises(ModelLoadError) as info:
+        loader(config)
+    message = str(info.value)
+    assert name in message and "--preset tiny" in message and "HF_HUB_OFFLINE" in message
+    assert "\n" not in message
+
+
+def test_real_presets_name_hub_models():
+    real = get_preset("gpt2-vit-b")
+    assert real.text_model == "gpt2" and real.text_model_config is None
+    assert real.image_model.startswith("vit_base_patch16_224") and real.image_model_pretrained
+    assert not real.builds_backbones and get_preset("tiny").builds_backbones
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("nope")

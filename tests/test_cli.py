@@ -1,0 +1,127 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from omni_gpt2o.checkpoint import save_checkpoint
+from omni_gpt2o.cli import build_parser, main
+
+
+@pytest.fixture
+def ckpt(micro_model, tmp_path):
+    torch.nn.init.normal_(micro_model.decoder.conv_out.weight, std=0.3)
+    return save_checkpoint(micro_model, tmp_path / "ckpt")
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_make_shapes(tmp_path, capsys):
+    argv = ["make-shapes", "--out", str(tmp_path / "s"), "--num-images", "7", "--split", "val", "--size", "48"]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "s" / "captions.json").read_text())
+    assert len(data["images"]) == 7 and data["images"][0]["width"] == 48
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 7
+
+
+def test_seed_snake_case_flags_are_accepted():
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "d", "--out", "o", "--batch_size", "4", "--learning_rate", "0.01",
+                              "--kl_weight", "0.5", "--max_train_samples", "9", "--max_val_samples", "3",
+                              "--warmup_epochs", "1", "--gradient_clip", "2", "--latent_dim", "7",
+                              "--save_interval", "2", "--checkpoint_path", "c", "--use_clearml", "--debug"])
+    assert (args.batch_size, args.learning_rate, args.kl_weight, args.max_train_samples) == (4, 0.01, 0.5, 9)
+    assert (args.max_val_samples, args.warmup_epochs, args.gradient_clip, args.latent_dim) == (3, 1.0, 2.0, 7)
+    assert (args.save_interval, args.checkpoint_path, args.use_clearml, args.debug) == (2, "c", True, True)
+    assert parser.parse_args(["train", "--data", "d", "--out", "o", "--lr", "0.5"]).learning_rate == 0.5
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--data", "d", "--out", "o", "--batch-size", "0"],
+    ["train", "--data", "d", "--out", "o", "--no-such-flag"],
+    ["generate", "--checkpoint", "c", "--out-dir", "o"],  # no prompt
+    ["make-shapes", "--out", "o"],  # no --num-images
+    ["frobnicate"],
+])
+def test_bad_flags_exit_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    _one_line_error(capsys)
+
+
+def test_bad_paths_exit_with_one_line(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    assert "no such folder" in _one_line_error(capsys)
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 1
+    assert "captions.json" in _one_line_error(capsys)
+    assert main(["generate", "--checkpoint", str(tmp_path / "empty"), "--prompt", "a", "--out-dir", "o"]) == 1
+    assert "not an Omni-GPT2o checkpoint" in _one_line_error(capsys)
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", "o", "--preset", "nope"]) == 1
+    _one_line_error(capsys)
+
+
+def test_generate_writes_pictures_and_manifest(ckpt, tmp_path):
+    prompts = ["a red circle on the left", "Космический кот на Марсе", "a cyan circle above a red square"]
+    out = tmp_path / "gen"
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", *prompts, "--out-dir", str(out), "--seed", "7",
+                 "--steps", "2", "--batch-size", "2", "--guidance", "2"]) == 0
+    lines = [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["prompt"] for r in lines] == prompts
+    assert [r["file"] for r in lines] == ["0000.png", "0001.png", "0002.png"]
+    assert [r["seed"] for r in lines] == [7, 8, 9]
+    first = (out / "0001.png").read_bytes()
+    # The same prompt, seed and flags give the same picture, alone or in another batch.
+    pf = tmp_path / "prompts.txt"
+    pf.write_text("\nКосмический кот на Марсе\n\n", encoding="utf-8")
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompts-file", str(pf), "--out-dir", str(tmp_path / "g2"),
+                 "--seed", "8", "--steps", "2", "--guidance", "2"]) == 0
+    assert (tmp_path / "g2" / "0000.png").read_bytes() == first
+
+
+def test_generate_rejects_empty_prompts_and_bad_drafts(ckpt, tmp_path, capsys):
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", " ", "--out-dir", str(tmp_path / "o")]) == 1
+    assert "empty prompt" in _one_line_error(capsys)
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "a", "--out-dir", str(tmp_path / "o"),
+                 "--draft", str(tmp_path / "broken.png")]) == 1
+    assert "--draft" in _one_line_error(capsys)
+
+
+def test_generate_from_a_draft_picture_saves_drafts(ckpt, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (0, 0, 255)).save(tmp_path / "draft.png")
+    out = tmp_path / "o"
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "a blue square", "--out-dir", str(out),
+                 "--draft", str(tmp_path / "draft.png"), "--draft-strength", "0.5", "--save-drafts",
+                 "--steps", "2"]) == 0
+    record = json.loads((out / "manifest.jsonl").read_text())
+    assert (out / record["draft_file"]).is_file()
+
+
+def test_train_from_the_command_line(shapes_splits, tmp_path):
+    train_dir, val_dir = shapes_splits
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(train_dir), "--val-data", str(val_dir), "--out", str(out), "--preset", "micro",
+                 "--max-steps", "3", "--batch_size", "8", "--max_val_samples", "8"]) == 0
+    assert (out / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert json.loads((out / "train_config.json").read_text())["batch_size"] == 8
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "omni_gpt2o", "generate", "--checkpoint", str(tmp_path / "none"),
+                             "--prompt", "a red circle", "--out-dir", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+    help_text = subprocess.run([sys.executable, "-m", "omni_gpt2o", "--help"], capture_output=True, text=True,
+                               timeout=120).stdout
+    for command in ("make-shapes", "train", "generate", "demo"):
+        assert command in help_text

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from omni_gpt2o.model import LossWeights, OmniOutput, compute_losses
+
+
+def _batch(model, prompts, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids, mask = model.tokenize(prompts)
+    size = model.config.image_size
+    draft = torch.randn(len(prompts), 3, size, size, generator=g)
+    return ids, mask, draft, torch.ones(len(prompts))
+
+
+def test_output_shapes(micro_model):
+    m = micro_model
+    ids, mask, draft, t = _batch(m, ["a red circle on the left", "a blue square"])
+    out = m(ids, mask, draft, t)
+    p = m.image_encoder.num_patches
+    assert out.image.shape == (2, 3, 32, 32)
+    assert out.mean.shape == out.logvar.shape == (2, p, m.config.latent_dim)
+    assert out.patch_embeds.shape == (2, p, m.image_encoder.width)
+
+
+def test_gpt2_reads_text_and_draft_in_one_batched_pass(micro_model):
+    m = micro_model
+    calls = []
+    hook = m.text_encoder.model.register_forward_hook(lambda mod, args, kwargs, out: calls.append(kwargs),
+                                                      with_kwargs=True)
+    ids, mask, draft, t = _batch(m, ["a red circle on the left"] * 3)
+    m(ids, mask, draft, t)
+    hook.remove()
+    assert len(calls) == 1
+    seq = calls[0]["inputs_embeds"]
+    assert seq.shape[:2] == (3, ids.shape[1] + 1 + m.image_encoder.num_patches)
+
+
+def test_only_the_glue_gets_gradients(micro_model):
+    m = micro_model
+    ids, mask, draft, t = _batch(m, ["a red circle on the left", "a green triangle at the top"])
+    out = m(ids, mask, draft, t, sample_latents=True)
+    clean = torch.zeros_like(draft)
+    losses = compute_losses(out, clean, m.image_encoder(clean), LossWeights())
+    losses["loss"].backward()
+    for name, p in m.named_parameters():
+        if name.startswith(("text_encoder", "image_encoder")):
+            assert not p.requires_grad and p.grad is None, name
+    trained = dict(m.named_parameters())
+    for name in ("separator", "draft_projection.proj.weight", "draft_projection.row", "latent_heads.mean.weight",
+                 "latent_heads.logvar.weight", "alignment_head.weight", "decoder.conv_out.weight"):
+        assert trained[name].grad is not None and trained[name].grad.abs().sum() > 0, name
+    assert set(m.trainable_state_dict()) == {k for k in m.state_dict() if not k.startswith(m.FROZEN)}
+
+
+def test_the_prompt_changes_the_picture(micro_model):
+    m = micro_model
+    torch.nn.init.normal_(m.decoder.conv_out.weight, std=0.5)  # an untrained decoder is nearly constant
+    _, _, draft, t = _batch(m, ["x", "x"])
+    ids, mask = m.tokenize(["a red circle on the left", "a blue square at the top"])
+    out = m(ids, mask, draft[:1].repeat(2, 1, 1, 1), t)
+    assert not torch.allclose(out.image[0], out.image[1], atol=1e-4)
+
+
+def test_left_padding_does_not_change_a_prompt(micro_model):
+    m = micro_model
+    ids, mask, draft, t = _batch(m, ["a red circle"])
+    alone = m(ids, mask, draft, t).image
+    ids2, mask2 = m.tokenize(["a red circle", "there is a large blue square to the left of a red circle"])
+    assert mask2[0, 0] == 0  # the short prompt is padded on the left
+    batched = m(ids2, mask2, draft.repeat(2, 1, 1, 1), t.repeat(2)).image
+    assert torch.isfinite(batched).all()
+    assert torch.allclose(alone[0], batched[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("prompt", ["Космический кот на Марсе", "", "word " * 500, "🐱 ∑ 中文"])
+def test_any_text_is_read(micro_model, prompt):
+    m = micro_model
+    ids, mask, draft, t = _batch(m, [prompt])
+    assert ids.shape[1] <= m.text_encoder.max_text_tokens
+    assert torch.isfinite(m(ids, mask, draft, t).image).all()
+
+
+def test_loss_terms():
+    b, p, d = 2, 4, 3
+    clean = torch.rand(b, 3, 8, 8)
+    tokens = torch.randn(b, p, 5)
+    perfect = OmniOutput(image=clean.clone(), mean=torch.zeros(b, p, d), logvar=torch.zeros(b, p, d),
+                         patch_embeds=tokens * 3)  # cosine ignores scale
+    losses = compute_losses(perfect, clean, tokens, LossWeights(kl=1.0, alignment=1.0))
+    assert losses["recon"].item() == 0
+    assert losses["kl"].item() == 0  # posterior equals the N(0, 1) prior
+    assert abs(losses["alignment"].item()) < 1e-6
+    off = OmniOutput(image=clean + 0.5, mean=torch.ones(b, p, d), logvar=torch.zeros(b, p, d),
+                     patch_embeds=-tokens)
+    losses = compute_losses(off, clean, tokens, LossWeights(kl=2.0, alignment=0.5))
+    assert abs(losses["recon"].item() - 0.25) < 1e-6
+    assert abs(losses["kl"].item() - 0.5) < 1e-6  # 0.5 * mean^2
+    assert abs(losses["alignment"].item() - 2.0) < 1e-5  # cosine -1
+    assert abs(losses["loss"].item() - (0.25 + 2.0 * 0.5 + 0.5 * 2.0)) < 1e-5

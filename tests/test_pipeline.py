@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from omni_gpt2o.checkpoint import save_checkpoint
+from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+
+@pytest.fixture
+def pipe(micro_model):
+    torch.nn.init.normal_(micro_model.decoder.conv_out.weight, std=0.3)  # make untrained outputs vary
+    return OmniGPT2oPipeline(micro_model, "cpu", precision="fp32")
+
+
+def _arr(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.int16)
+
+
+def test_images_are_pil_rgb_of_the_model_size(pipe):
+    out = pipe(["a red circle on the left", "a blue square"], num_inference_steps=2)
+    assert len(out.images) == 2
+    assert all(im.mode == "RGB" and im.size == (32, 32) for im in out.images)
+
+
+def test_same_seed_same_picture_other_seed_other_picture(pipe):
+    g = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    a = pipe("a red circle on the left", num_inference_steps=3, generator=g(1)).images[0]
+    b = pipe("a red circle on the left", num_inference_steps=3, generator=g(1)).images[0]
+    c = pipe("a red circle on the left", num_inference_steps=3, generator=g(2)).images[0]
+    assert np.array_equal(_arr(a), _arr(b))
+    assert not np.array_equal(_arr(a), _arr(c))
+
+
+def test_a_picture_does_not_depend_on_its_batch(pipe):
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6)]  # noqa: E731
+    both = pipe(["a red circle on the left", "a green triangle at the top"], num_inference_steps=2,
+                generator=gens()).images
+    alone = pipe(["a green triangle at the top"], num_inference_steps=2,
+                 generator=[torch.Generator().manual_seed(6)]).images
+    assert np.abs(_arr(both[1]) - _arr(alone[0])).max() <= 1
+
+
+def test_guidance_and_russian_and_huge_prompts(pipe):
+    prompts = ["Космический кот на Марсе", "a " * 2000, "a red circle on the left"]
+    plain = pipe(prompts, num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images
+    guided = pipe(prompts, num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(0)).images
+    assert len(guided) == 3
+    assert any(not np.array_equal(_arr(p), _arr(g)) for p, g in zip(plain, guided))
+
+
+def test_starting_from_a_draft_picture(pipe):
+    draft = Image.new("RGB", (50, 40), (255, 0, 0))  # any size: resized and centre-cropped
+    weak = pipe("a red square", num_inference_steps=2, draft_image=draft, draft_strength=0.2,
+                generator=torch.Generator().manual_seed(0), return_drafts=True)
+    strong = pipe("a red square", num_inference_steps=2, draft_image=draft, draft_strength=1.0,
+                  generator=torch.Generator().manual_seed(0), return_drafts=True)
+    red = lambda im: _arr(im)[..., 0].mean() - _arr(im)[..., 1].mean()  # noqa: E731
+    assert red(weak.drafts[0]) > red(strong.drafts[0]) + 50  # a weak start keeps the draft's colour
+
+
+def test_bad_calls_raise(pipe):
+    with pytest.raises(ValueError):
+        pipe([])
+    with pytest.raises(ValueError):
+        pipe("a red circle", num_inference_steps=0)
+    with pytest.raises(ValueError):
+        pipe(["a", "b"], generator=[torch.Generator()])
+
+
+def test_from_pretrained_gives_the_same_pictures(micro_model, pipe, tmp_path):
+    save_checkpoint(micro_model, tmp_path / "ckpt")
+    loaded = OmniGPT2oPipeline.from_pretrained(tmp_path / "ckpt", device="cpu", precision="fp32")
+    a = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0]
+    b = loaded("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0]
+    assert np.array_equal(_arr(a), _arr(b))

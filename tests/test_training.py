@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from omni_gpt2o import train as train_module
+from omni_gpt2o.checkpoint import load_checkpoint
+from omni_gpt2o.config import get_preset
+from omni_gpt2o.model import build_model
+from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.train import TrainConfig, train
+from omni_gpt2o.utils import OmniError
+
+
+def _cfg(shapes_splits, out, **kw) -> TrainConfig:
+    train_dir, val_dir = shapes_splits
+    base = dict(data=str(train_dir), val_data=str(val_dir), out=str(out), preset="micro", batch_size=8,
+                learning_rate=3e-3, warmup_epochs=0.1, ema_decay=0.9, progress=False, log_every=1, sample_steps=2)
+    return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, shapes_splits):
+    """A short real training run (micro preset, 4 epochs of 96 Shapes pictures), shared by the tests."""
+    out = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    fresh = build_model(get_preset("micro"))  # the same frozen backbones (same seed), before any training
+    best = train(_cfg(shapes_splits, out, epochs=4))
+    return out, best, fresh
+
+
+def test_loss_falls(trained_run):
+    out, _, _ = trained_run
+    state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+    losses = [h["recon"] for h in state["history"] if "recon" in h]
+    val = [h["val_loss"] for h in state["history"] if "val_loss" in h]
+    assert len(losses) == 48 and len(val) == 4
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:4])
+    assert val[-1] < val[0]
+
+
+def test_frozen_backbones_are_bit_identical_after_training(trained_run):
+    _, best, fresh = trained_run
+    model, _ = load_checkpoint(best)
+    trained_sd, fresh_sd = model.state_dict(), fresh.state_dict()
+    frozen = [k for k in trained_sd if k.startswith(("text_encoder", "image_encoder"))]
+    assert len(frozen) > 50
+    assert all(torch.equal(trained_sd[k], fresh_sd[k]) for k in frozen)
+    changed = [k for k in trained_sd if k not in frozen and not torch.equal(trained_sd[k], fresh_sd[k])]
+    assert len(changed) > 10  # while the glue did learn
+
+
+def test_run_folder_has_checkpoints_samples_and_curves(trained_run):
+    out, best, _ = trained_run
+    assert best == out / "checkpoints" / "best"
+    for name in ("best", "last"):
+        files = {p.name for p in (out / "checkpoints" / name).rglob("*") if p.is_file()}
+        assert "model.safetensors" in files and "config.json" in files
+        assert not any(f.endswith((".bin", ".pt", ".pth", ".pkl")) for f in files)  # nothing to unpickle
+    assert (out / "checkpoints" / "last" / "training_state.safetensors").is_file()
+    assert not (out / "checkpoints" / "best" / "training_state.safetensors").exists()
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    assert (out / "samples_latest.png").is_file()
+    assert any((out / "tensorboard").iterdir())
+
+
+def test_trained_model_draws_differently_from_untrained(trained_run):
+    _, best, fresh = trained_run
+    prompts = ["a red circle on the left", "a blue square at the top"]
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    trained = OmniGPT2oPipeline.from_pretrained(best, device="cpu")(prompts, num_inference_steps=3, generator=gens())
+    untrained = OmniGPT2oPipeline(fresh.eval())(prompts, num_inference_steps=3, generator=gens())
+    for a, b in zip(trained.images, untrained.images):
+        a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+        assert np.abs(a - b).mean() > 5
+        assert a.mean() < 80  # it learnt that Shapes pictures are mostly black
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, shapes_splits, monkeypatch):
+    straight = train(_cfg(shapes_splits, tmp_path / "straight", max_steps=6, epochs=5))
+
+    real_step = train_module.train_step
+    calls = {"n": 0}
+
+    def dying_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # killed during the 4th step
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", dying_step)
+    with pytest.raises(OmniError, match="resume with --checkpoint-path"):
+        train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5))
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    last = tmp_path / "killed" / "checkpoints" / "last"
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 3
+
+    resumed = train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5, checkpoint_path=str(last)))
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resume_needs_a_training_state(tmp_path, trained_run, shapes_splits):
+    _, best, _ = trained_run
+    with pytest.raises(OmniError, match="no training state"):
+        train(_cfg(shapes_splits, tmp_path / "x", checkpoint_path=str(best)))
