@@ -1,4 +1,4 @@
-"""`omni-gpt2o <subcommand>`: make-shapes, train, generate, demo.
+"""`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, train, generate, demo.
 
 Flags are --kebab-case; the seed project's --snake_case spellings work too. Bad input exits non-zero
 with one clear line on stderr.
@@ -53,6 +53,13 @@ def build_parser() -> Parser:
     flag(p, "--split", choices=["train", "val", "test"], default="train")
     flag(p, "--seed", type=int, default=0)
     flag(p, "--size", type=int, default=64, help="picture side in pixels")
+
+    p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
+    flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
+    flag(p, "--images", required=True, help="the folder holding the pictures (referenced in place)")
+    flag(p, "--out", required=True, help="split folder to write (captions.json)")
+    flag(p, "--max-images", type=positive_int)
+    flag(p, "--write-descriptions", help="also write the split as a seed-style descriptions.txt here")
 
     p = sub.add_parser("train", help="train the glue on a split folder")
     flag(p, "--data", required=True, help="training split folder (captions.json + images/)")
@@ -114,6 +121,15 @@ def run(args: argparse.Namespace) -> None:
 
         out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size)
         print(f"wrote {args.num_images} {args.split} pictures to {out}")
+
+    elif args.command == "prepare-coco":
+        from omni_gpt2o.data.coco import prepare_coco, write_descriptions
+
+        index, n_images, n_captions = prepare_coco(args.annotations, args.images, args.out, args.max_images)
+        print(f"indexed {n_images} pictures with {n_captions} captions in {index}")
+        if args.write_descriptions:
+            n = write_descriptions(args.out, args.write_descriptions)
+            print(f"wrote {n} lines to {args.write_descriptions}")
 
     elif args.command == "train":
         from omni_gpt2o.train import TrainConfig, train
