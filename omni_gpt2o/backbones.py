@@ -22,7 +22,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast, PreTrainedTokenizerBase
 
 from omni_gpt2o.config import OmniConfig
-from omni_gpt2o.utils import OmniError
+from omni_gpt2o.fileio import OmniError
 
 
 class ModelLoadError(OmniError):

@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from omni_gpt2o import __version__
 from omni_gpt2o.config import OmniConfig
+from omni_gpt2o.fileio import OmniError, atomic_dir
 from omni_gpt2o.model import OmniGPT2o, build_model
-from omni_gpt2o.utils import OmniError, atomic_dir
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

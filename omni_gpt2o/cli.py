@@ -1,4 +1,4 @@
-"""`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, train, generate, demo.
+"""`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, precompute, train, generate, evaluate, demo.
 
 Flags are --kebab-case; the seed project's --snake_case spellings work too. Bad input exits non-zero
 with one clear line on stderr.
@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from omni_gpt2o.utils import OmniError
+from omni_gpt2o.fileio import OmniError
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,6 +61,17 @@ def build_parser() -> Parser:
     flag(p, "--max-images", type=positive_int)
     flag(p, "--write-descriptions", help="also write the split as a seed-style descriptions.txt here")
 
+    p = sub.add_parser("precompute", help="fill the frozen-feature cache of a split (ViT embeddings)")
+    flag(p, "--data", required=True, help="split folder")
+    flag(p, "--cache-dir", required=True)
+    model_source = p.add_mutually_exclusive_group()
+    model_source.add_argument("--preset", default="tiny")
+    model_source.add_argument("--checkpoint", help="use this checkpoint's frozen backbones")
+    flag(p, "--batch-size", type=positive_int, default=64)
+    flag(p, "--num-workers", type=int, default=0)
+    flag(p, "--device", default="auto")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+
     p = sub.add_parser("train", help="train the glue on a split folder")
     flag(p, "--data", required=True, help="training split folder (captions.json + images/)")
     flag(p, "--val-data", help="validation split folder")
@@ -89,6 +100,7 @@ def build_parser() -> Parser:
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
     flag(p, "--num-workers", type=int, default=0)
+    flag(p, "--cache-dir", help="frozen-feature cache folder (filled during the first epoch, or by precompute)")
 
     p = sub.add_parser("generate", help="draw pictures from prompts")
     flag(p, "--checkpoint", required=True)
@@ -98,11 +110,25 @@ def build_parser() -> Parser:
     flag(p, "--out-dir", required=True)
     flag(p, "--seed", type=int, default=0)
     flag(p, "--steps", type=positive_int, default=8)
-    flag(p, "--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--guidance", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
     flag(p, "--batch-size", type=positive_int, default=16)
     flag(p, "--draft", default="noise", help="noise, or a picture to start from")
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
     flag(p, "--save-drafts", action="store_true", help="save each starting draft beside its picture")
+    flag(p, "--device", default="auto")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+
+    p = sub.add_parser("evaluate", help="score a model's pictures on Shapes captions, judged on pixels")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="generate from this checkpoint and judge the pictures")
+    source.add_argument("--manifest", help="judge the pictures of a `generate` output folder instead")
+    flag(p, "--data", help="Shapes split whose captions are the prompts (with --checkpoint)")
+    flag(p, "--max-prompts", type=positive_int, help="at most this many prompts (one per picture)")
+    flag(p, "--steps", type=positive_int, default=8)
+    flag(p, "--guidance", type=float, default=3.0)
+    flag(p, "--seed", type=int, default=0)
+    flag(p, "--batch-size", type=positive_int, default=32)
+    flag(p, "--out", help="write the scores and every judgement as JSON here")
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
 
@@ -130,6 +156,23 @@ def run(args: argparse.Namespace) -> None:
         if args.write_descriptions:
             n = write_descriptions(args.out, args.write_descriptions)
             print(f"wrote {n} lines to {args.write_descriptions}")
+
+    elif args.command == "precompute":
+        from omni_gpt2o.checkpoint import load_checkpoint
+        from omni_gpt2o.config import get_preset
+        from omni_gpt2o.data.cache import precompute
+        from omni_gpt2o.data.dataset import CaptionedImages
+        from omni_gpt2o.model import build_model
+        from omni_gpt2o.utils import autocast_dtype, resolve_device
+
+        _check_dir(args.data, "--data")
+        device = resolve_device(args.device)
+        model = load_checkpoint(args.checkpoint, device)[0] if args.checkpoint else build_model(get_preset(args.preset))
+        model = model.to(device)
+        data = CaptionedImages(args.data, model.config.image_size, preload=False)
+        cache, encoded, rate = precompute(model, data, args.cache_dir, args.batch_size, args.num_workers,
+                                          autocast_dtype(device, args.precision))
+        print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir}")
 
     elif args.command == "train":
         from omni_gpt2o.train import TrainConfig, train
@@ -162,6 +205,26 @@ def run(args: argparse.Namespace) -> None:
                                   guidance=args.guidance, batch_size=args.batch_size, draft=draft,
                                   draft_strength=args.draft_strength, save_drafts=args.save_drafts)
         print(f"wrote {len(records)} pictures and manifest.jsonl to {args.out_dir}")
+
+    elif args.command == "evaluate":
+        from omni_gpt2o.evaluate import evaluate_manifest, evaluate_pipeline, format_scores, split_prompts, write_report
+        from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+        if args.manifest:
+            result = evaluate_manifest(args.manifest)
+        else:
+            if not args.data:
+                raise OmniError("--data is needed with --checkpoint: the split whose captions to draw")
+            _check_dir(args.checkpoint, "--checkpoint")
+            _check_dir(args.data, "--data")
+            prompts = split_prompts(args.data, args.max_prompts)
+            pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+            result = evaluate_pipeline(pipe, prompts, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                       batch_size=args.batch_size)
+        print(format_scores(result["scores"]))
+        if args.out:
+            write_report(result, args.out)
+            print(f"wrote {args.out}")
 
     elif args.command == "demo":
         from omni_gpt2o.demo import run_demo

@@ -2,7 +2,8 @@
 
 A small U-Net. Its encoder half reads the draft picture; the VAE latent grid (one latent per ViT patch)
 enters at the bottleneck; cross-attention lets chosen levels read GPT-2's token states; the draft
-strength t conditions every residual block, as a diffusion timestep does. It predicts the clean image.
+strength t and the pooled prompt condition every residual block (FiLM), as a diffusion timestep does.
+It predicts the clean image.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class PixelDecoder(nn.Module):
         emb_dim = 4 * channels[0]
         self.emb_dim = emb_dim
         self.strength_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        # The prompt as a whole (mean of GPT-2's token states) joins the strength in every block's FiLM,
+        # so even the full-resolution blocks, which have no cross-attention, know what to draw.
+        self.text_pool = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, emb_dim))
         self.conv_in = nn.Conv2d(3, channels[0], 3, padding=1)
 
         def ctx(level: int) -> int | None:
@@ -121,7 +125,9 @@ class PixelDecoder(nn.Module):
 
     def forward(self, latents: torch.Tensor, draft: torch.Tensor, strength: torch.Tensor,
                 context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        emb = self.strength_mlp(strength_embedding(strength, self.emb_dim).to(draft.dtype))
+        weights = context_mask.to(context.dtype).unsqueeze(-1)
+        pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
+        emb = self.strength_mlp(strength_embedding(strength, self.emb_dim).to(draft.dtype)) + self.text_pool(pooled)
         h = self.conv_in(draft)
         skips = []
         for i, level in enumerate(self.down):

@@ -19,9 +19,11 @@ import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.data.shapes import make_shapes
+from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
+from omni_gpt2o.fileio import atomic_path
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
-from omni_gpt2o.utils import atomic_path, image_grid
+from omni_gpt2o.utils import image_grid
 
 # Seen and held-out (magenta triangle, cyan circle, yellow square) pairs, one and two objects.
 SAMPLE_PROMPTS = [
@@ -38,6 +40,10 @@ SAMPLE_PROMPTS = [
     "a cyan circle above a red square",
     "a magenta triangle to the right of a green circle",
 ]
+
+
+SAMPLE_STEPS = 8
+GUIDANCE = 3.0
 
 
 def _shapes_split(out: Path, split: str, num_images: int, seed: int) -> Path:
@@ -70,10 +76,14 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images:
     shutil.copytree(best, ckpt, ignore=shutil.ignore_patterns(TRAINING_STATE, TRAINER_STATE))
 
     pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device="cpu")
-    images = pipe(SAMPLE_PROMPTS, num_inference_steps=cfg.sample_steps,
+    images = pipe(SAMPLE_PROMPTS, num_inference_steps=SAMPLE_STEPS, guidance_scale=GUIDANCE,
                   generator=[torch.Generator().manual_seed(seed + i) for i in range(len(SAMPLE_PROMPTS))]).images
     with atomic_path(out / "samples.png") as tmp:
         image_grid(images, SAMPLE_PROMPTS, cols=4, scale=2).save(tmp, format="PNG")
+
+    print(f"scoring: drawing {val_images} validation captions, judged on pixels", flush=True)
+    evaluation = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=GUIDANCE, seed=seed)
+    print(format_scores(evaluation["scores"]), flush=True)
 
     meta = read_config(ckpt)
     report = {
@@ -85,7 +95,9 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images:
         "batch_size": batch_size,
         "seed": seed,
         "sample_prompts": SAMPLE_PROMPTS,
-        "sample_steps": cfg.sample_steps,
+        "sample_steps": SAMPLE_STEPS,
+        "guidance": GUIDANCE,
+        "scores": evaluation["scores"],
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},
         "wall_minutes": round((time.time() - started) / 60, 2),

@@ -41,13 +41,21 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return x.view(b, c, h, w)
 
 
+def degrade(images: torch.Tensor, strength: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """`(1 - t) * blur(images, sigma(t)) + t * noise` at per-picture strength t (shape (B,))."""
+    t = strength.to(images.dtype).view(-1, 1, 1, 1)
+    return (1 - t) * blurred(images, strength) + t * noise
+
+
+def blurred(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    return gaussian_blur(images, MAX_BLUR * images.shape[-1] * strength.to(images.dtype))
+
+
 def make_draft(images: torch.Tensor, strength: torch.Tensor,
                generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """Blurred, noised silhouettes of `images` (in [-1, 1]) at per-picture `strength` t (shape (B,))."""
-    t = strength.to(images.dtype).view(-1, 1, 1, 1)
-    sigma = MAX_BLUR * images.shape[-1] * strength.to(images.dtype)
     noise = randn(tuple(images.shape), generator, device=images.device).to(images.dtype)
-    return (1 - t) * gaussian_blur(images, sigma) + t * noise
+    return degrade(images, strength, noise)
 
 
 def sample_strengths(batch: int, generator: torch.Generator | None = None, pure_noise: float = 0.3,

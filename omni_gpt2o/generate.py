@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.utils import OmniError, atomic_path
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -32,7 +32,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | Path, seed: int = 0,
-                    steps: int = 8, guidance: float = 1.0, batch_size: int = 16,
+                    steps: int = 8, guidance: float = 3.0, batch_size: int = 16,
                     draft: Image.Image | None = None, draft_strength: float = 1.0,
                     save_drafts: bool = False, progress: bool = True) -> list[dict]:
     if any(not p.strip() for p in prompts):

@@ -16,9 +16,10 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.checkpoint import load_checkpoint
-from omni_gpt2o.drafts import make_draft, sampling_schedule
+from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
+from omni_gpt2o.drafts import blurred, degrade, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
-from omni_gpt2o.utils import autocast_dtype, from_pil, resolve_device, to_pil
+from omni_gpt2o.utils import autocast_dtype, resolve_device, to_pil
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,10 @@ class OmniGPT2oPipeline:
         return cls(model, dev, precision)
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], num_inference_steps: int = 8, guidance_scale: float = 1.0,
+    def __call__(self, prompt: str | list[str], num_inference_steps: int = 8, guidance_scale: float = 3.0,
                  generator: torch.Generator | list[torch.Generator] | None = None,
                  draft_image: Image.Image | list[Image.Image] | None = None, draft_strength: float = 1.0,
-                 return_drafts: bool = False) -> PipelineOutput:
+                 eta: float = 0.0, return_drafts: bool = False) -> PipelineOutput:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompts given")
@@ -67,17 +68,25 @@ class OmniGPT2oPipeline:
             imgs = [draft_image] * n if isinstance(draft_image, Image.Image) else list(draft_image)
             if len(imgs) != n:
                 raise ValueError(f"got {len(imgs)} draft images for {n} prompts")
-            image = torch.stack([from_pil(im, size) for im in imgs]).to(self.device)
+            image = to_unit_range(torch.stack([resize_crop(to_rgb(im), size) for im in imgs])).to(self.device)
         else:
             image = torch.zeros(n, 3, size, size, device=self.device)  # unused: strength 1 is pure noise
 
-        first_draft = None
-        for t in strengths:
-            strength = torch.full((n,), t, device=self.device)
-            draft = make_draft(image, strength, generators)
-            if first_draft is None:
-                first_draft = draft
-            image = self._predict(ids, mask, draft, strength, guidance_scale if guided else None)
+        def level(t: float) -> torch.Tensor:
+            return torch.full((n,), t, device=self.device)
+
+        draft = first_draft = make_draft(image, level(strengths[0]), generators)
+        for k, t in enumerate(strengths):
+            image = self._predict(ids, mask, draft, level(t), guidance_scale if guided else None)
+            if k + 1 == len(strengths):
+                break
+            # The noise this draft holds, given the new prediction; carried into the next, weaker draft
+            # (the DDIM habit) so that choices made early are kept. eta mixes in fresh noise.
+            noise = (draft - (1 - t) * blurred(image, level(t))) / t
+            if eta > 0:
+                fresh = randn(tuple(image.shape), generators, device=self.device)
+                noise = (1 - eta**2) ** 0.5 * noise + eta * fresh
+            draft = degrade(image, level(strengths[k + 1]), noise)
         return PipelineOutput(images=to_pil(image), drafts=to_pil(first_draft) if return_drafts else None)
 
     def _predict(self, ids, mask, draft, strength, guidance_scale: float | None) -> torch.Tensor:

@@ -31,11 +31,13 @@ from omni_gpt2o.checkpoint import (
     save_checkpoint,
 )
 from omni_gpt2o.config import get_preset
-from omni_gpt2o.data.dataset import CaptionedImages, collate
+from omni_gpt2o.data.cache import FeatureCache, cache_key
+from omni_gpt2o.data.dataset import CaptionedImages, collate, to_unit_range
 from omni_gpt2o.drafts import make_draft, sample_strengths
+from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.utils import OmniError, autocast_dtype, image_grid, resolve_device, seed_everything
+from omni_gpt2o.utils import autocast_dtype, image_grid, resolve_device, seed_everything
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TrainConfig:
     val_data: str | None = None
     preset: str = "tiny"
     latent_dim: int | None = None  # overrides the preset's
+    model_overrides: dict[str, Any] | None = None  # any other OmniConfig field, e.g. {"decoder_blocks": 2}
     epochs: int = 10
     minutes: float | None = None  # a time budget instead of epochs: the schedule follows the clock
     max_steps: int | None = None
@@ -57,6 +60,7 @@ class TrainConfig:
     align_weight: float = 0.1
     caption_dropout: float = 0.1  # empty caption this often: the unconditional half of CFG
     pure_noise: float = 0.3  # drafts that are pure noise (drawing from text alone)
+    noise_skew: float = 2.0  # > 1 leans draft strengths towards strong noise
     ema_decay: float = 0.999
     max_train_samples: int | None = None
     max_val_samples: int | None = 256
@@ -68,6 +72,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | bf16 | fp32
     num_workers: int = 0
+    cache_dir: str | None = None  # frozen-feature cache (ViT embeddings of the clean pictures)
     sample_steps: int = 8
     log_every: int = 10
     progress: bool = True
@@ -136,6 +141,8 @@ def train(cfg: TrainConfig) -> Path:
         config = get_preset(cfg.preset)
         if cfg.latent_dim:
             config = config.replace(latent_dim=cfg.latent_dim)
+        if cfg.model_overrides:
+            config = config.replace(**cfg.model_overrides)
         model = build_model(config).to(device)
     model.train()
     params = model.trainable_parameters()
@@ -145,6 +152,7 @@ def train(cfg: TrainConfig) -> Path:
     size = model.config.image_size
     train_set = CaptionedImages(cfg.data, size, cfg.max_train_samples, seed=cfg.seed)
     val_set = CaptionedImages(cfg.val_data, size, cfg.max_val_samples, seed=cfg.seed) if cfg.val_data else None
+    cache = FeatureCache(cfg.cache_dir, cache_key(model, train_set.records, size)) if cfg.cache_dir else None
     batch_size = min(cfg.batch_size, len(train_set))
     steps_per_epoch = len(train_set) // batch_size
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
@@ -187,6 +195,29 @@ def train(cfg: TrainConfig) -> Path:
         save_checkpoint(model, run_dir / "checkpoints" / name, weights=ema.state_dict(model), metadata=meta,
                         training_state=(tensors, state | {"param_groups": groups}) if with_state else None)
 
+    def one_step(batch) -> tuple[dict[str, float], float]:
+        clean = to_unit_range(batch.images.to(device, non_blocking=True))
+        lr = learning_rate(cfg, state["step"], warmup_steps, progress())
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # Every random choice of a step comes from (seed, step): a resumed run repeats exactly.
+        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
+        target = cache.get(batch.indices) if cache is not None else None
+        if target is None:
+            target = frozen_targets(model, clean, amp)
+            if cache is not None:
+                cache.put(batch.indices, target)
+        losses = train_step(model, optimizer, ema, clean, target.to(device), batch.captions, cfg, generator, amp,
+                            state["step"])
+        return losses, lr
+
+    def log(losses: dict[str, float], lr: float) -> None:
+        logged = {k: round(v, 5) for k, v in losses.items()} | {"lr": lr}
+        state["history"].append({"step": state["step"], "elapsed": round(state["elapsed"], 1), **logged})
+        for k, v in logged.items():
+            writer.add_scalar(f"train/{k}", v, state["step"])
+        bar.set_postfix(step=state["step"], loss=f"{losses['loss']:.4f}", lr=f"{lr:.1e}")
+
     old_handler = signal.signal(signal.SIGTERM, _raise_stop)
     if budget:  # the bar follows the clock: seconds of the training budget
         bar = tqdm(total=round(budget), initial=round(state["elapsed"]), disable=not cfg.progress, unit="s",
@@ -194,7 +225,6 @@ def train(cfg: TrainConfig) -> Path:
     else:
         bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress, unit="step",
                    dynamic_ncols=True, desc="train")
-    skipped_total = 0
     try:
         while not done():
             train_set.set_epoch(state["epoch"])
@@ -202,42 +232,33 @@ def train(cfg: TrainConfig) -> Path:
             batches = order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size).tolist()
             loader = DataLoader(train_set, batch_sampler=batches[state["batch_in_epoch"]:], collate_fn=collate,
                                 num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-            skipped = 0
+            skipped: list[str] = []
             tick = time.perf_counter()  # training time counts data loading, not validation
-            for clean, captions, n_skipped in loader:
-                skipped += n_skipped
-                if len(captions) == 0:
-                    continue
-                lr = learning_rate(cfg, state["step"], warmup_steps, progress())
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                # Every random choice of a step comes from (seed, step): a resumed run repeats exactly.
-                generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
-                losses = train_step(model, optimizer, ema, clean.to(device, non_blocking=True), captions, cfg,
-                                    generator, amp, state["step"])
-                state["step"] += 1
+            for batch in loader:
+                skipped += batch.errors
+                if batch.captions:  # a batch of only unreadable pictures is skipped whole
+                    losses, lr = one_step(batch)
+                    state["step"] += 1
+                    now = time.perf_counter()
+                    state["elapsed"] += now - tick
+                    bar.update(now - tick if budget else 1)
+                    tick = now
+                    if state["step"] % cfg.log_every == 0 or state["step"] == 1:
+                        log(losses, lr)
                 state["batch_in_epoch"] += 1
-                now = time.perf_counter()
-                state["elapsed"] += now - tick
-                bar.update(now - tick if budget else 1)
-                tick = now
-                if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-                    logged = {k: round(v, 5) for k, v in losses.items()} | {"lr": lr}
-                    state["history"].append({"step": state["step"], "elapsed": round(state["elapsed"], 1), **logged})
-                    for k, v in logged.items():
-                        writer.add_scalar(f"train/{k}", v, state["step"])
-                    bar.set_postfix(step=state["step"], loss=f"{losses['loss']:.4f}", lr=f"{lr:.1e}")
                 if done():
                     break
-            else:  # the epoch ran to its end
+            if skipped:
+                tqdm.write(f"epoch {state['epoch'] + 1}: skipped {len(skipped)} unreadable pictures "
+                           f"(first: {skipped[0]})")
+                state["skipped"] = state.get("skipped", 0) + len(skipped)
+            if state["batch_in_epoch"] == steps_per_epoch:  # the epoch ran to its end
                 state["epoch"] += 1
                 state["batch_in_epoch"] = 0
-                if skipped:
-                    print(f"epoch {state['epoch']}: skipped {skipped} unreadable pictures", flush=True)
-                skipped_total += skipped
                 end_of_epoch(model, ema, val_set, cfg, state, writer, run_dir, amp, device, checkpoint)
-        if state["batch_in_epoch"]:  # stopped mid-epoch by the budget: validate the final weights too
-            end_of_epoch(model, ema, val_set, cfg, state, writer, run_dir, amp, device, checkpoint, force_save=True)
+            elif done():  # stopped mid-epoch (budget, --max-steps): validate and save the final weights too
+                end_of_epoch(model, ema, val_set, cfg, state, writer, run_dir, amp, device, checkpoint,
+                             force_save=True)
     except (KeyboardInterrupt, Stop):
         bar.close()
         checkpoint("last", with_state=True)
@@ -253,23 +274,33 @@ def train(cfg: TrainConfig) -> Path:
     return run_dir / "checkpoints" / ("best" if state["best_val"] is not None else "last")
 
 
+def loss_weights(cfg: TrainConfig) -> LossWeights:
+    return LossWeights(kl=cfg.kl_weight, alignment=cfg.align_weight)
+
+
 def params_of(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
     return [p for group in optimizer.param_groups for p in group["params"]]
 
 
+@torch.no_grad()
+def frozen_targets(model: OmniGPT2o, clean: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """The frozen ViT's patch tokens of the clean pictures: the alignment loss's target."""
+    with _autocast(clean.device, amp):
+        return model.image_encoder(clean)
+
+
 def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, clean: torch.Tensor,
-               captions: list[str], cfg: TrainConfig, generator: torch.Generator, amp: torch.dtype | None,
-               step: int) -> dict[str, float]:
+               target_tokens: torch.Tensor, captions: list[str], cfg: TrainConfig, generator: torch.Generator,
+               amp: torch.dtype | None, step: int) -> dict[str, float]:
     b = clean.shape[0]
     drop = torch.rand(b, generator=generator) < cfg.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     ids, mask = model.tokenize(captions)
-    strength = sample_strengths(b, generator, pure_noise=cfg.pure_noise).to(clean.device)
+    strength = sample_strengths(b, generator, pure_noise=cfg.pure_noise, skew=cfg.noise_skew).to(clean.device)
     draft = make_draft(clean, strength, generator)
     with _autocast(clean.device, amp):
         out = model(ids, mask, draft, strength, sample_latents=True, generator=generator)
-        target_tokens = model.image_encoder(clean)  # frozen: no gradient
-    losses = compute_losses(out, clean, target_tokens, LossWeights(cfg.kl_weight, cfg.align_weight))
+    losses = compute_losses(out, clean, target_tokens, loss_weights(cfg))
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     losses = {k: v.detach() for k, v in losses.items()}
@@ -291,18 +322,18 @@ def validate(model: OmniGPT2o, val_set: CaptionedImages, cfg: TrainConfig, amp, 
     totals: dict[str, float] = {}
     n = 0
     loader = DataLoader(val_set, batch_size=cfg.batch_size, collate_fn=collate)
-    for clean, captions, _ in loader:
-        if not captions:
+    for batch in loader:
+        if not batch.captions:
             continue
-        clean = clean.to(device)
+        clean, captions = to_unit_range(batch.images.to(device)), batch.captions
         b = clean.shape[0]
         strength = torch.linspace(0.05, 1.0, b, device=device)[torch.randperm(b, generator=generator)]
         draft = make_draft(clean, strength, generator)
         ids, mask = model.tokenize(captions)
         with _autocast(device, amp):
             out = model(ids, mask, draft, strength)
-            target = model.image_encoder(clean)
-        for k, v in compute_losses(out, clean, target, LossWeights(cfg.kl_weight, cfg.align_weight)).items():
+        target = frozen_targets(model, clean, amp)
+        for k, v in compute_losses(out, clean, target, loss_weights(cfg)).items():
             totals[k] = totals.get(k, 0.0) + float(v) * b
         n += b
     model.train()

@@ -8,10 +8,10 @@ from safetensors.torch import load_file
 from omni_gpt2o import train as train_module
 from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.config import get_preset
+from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import build_model
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
-from omni_gpt2o.utils import OmniError
 
 
 def _cfg(shapes_splits, out, **kw) -> TrainConfig:

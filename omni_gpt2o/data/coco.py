@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from omni_gpt2o.utils import OmniError, atomic_path
+from omni_gpt2o.fileio import OmniError, atomic_path
 
 
 def _load_json(path: Path) -> dict:

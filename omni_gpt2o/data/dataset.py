@@ -4,23 +4,24 @@
     DIR/images/...     (file_name is relative to DIR/images, or absolute)
 
 Each epoch shows every picture once, with one of its captions picked at random (seeded by seed, epoch
-and index, so runs repeat and workers agree). Pictures that cannot be read are skipped and counted.
+and index, so runs repeat and workers agree). Any picture mode is converted to RGB; pictures that cannot
+be read are left out of their batch and reported, never a crash.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from omni_gpt2o.utils import OmniError, from_pil
+from omni_gpt2o.fileio import OmniError
 
 
 @dataclass
@@ -55,8 +56,31 @@ def read_split(root: str | Path, max_samples: int | None = None) -> list[Record]
     return records[:max_samples] if max_samples else records
 
 
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to 8-bit RGB: 16-bit and 32-bit grey are scaled (not clipped), transparency is laid
+    on black (the Shapes background), CMYK/grey/palette are converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, S, S) uint8
+    captions: list[str]
+    indices: list[int]  # rows of the split's records (for the feature cache)
+    errors: list[str]  # "path: reason" for each picture skipped in this batch
+
+
 class CaptionedImages(Dataset):
-    """Yields (picture in [-1, 1] of `image_size`, caption); None for a picture that cannot be read."""
+    """Yields (uint8 picture of `image_size`, caption, index, error); the picture is None when the file
+    cannot be read, and error says why."""
 
     def __init__(self, root: str | Path, image_size: int, max_samples: int | None = None, seed: int = 0,
                  preload: bool | None = None):
@@ -68,7 +92,7 @@ class CaptionedImages(Dataset):
         # the model on a CPU.
         if preload is None:
             preload = len(self.records) * 3 * image_size**2 <= 2 * 1024**3
-        self.cache: dict[int, torch.Tensor | None] | None = {} if preload else None
+        self.memory: dict[int, tuple[torch.Tensor | None, str | None]] | None = {} if preload else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -80,31 +104,48 @@ class CaptionedImages(Dataset):
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
         return rng.choice(self.records[index].captions)
 
-    def load(self, index: int) -> torch.Tensor | None:
-        if self.cache is not None and index in self.cache:
-            cached = self.cache[index]
-            return None if cached is None else cached.float() / 127.5 - 1
+    def load(self, index: int) -> tuple[torch.Tensor | None, str | None]:
+        """(uint8 picture resized and centre-cropped, None) or (None, why it could not be read)."""
+        if self.memory is not None and index in self.memory:
+            return self.memory[index]
         path = self.records[index].path
         try:
             with Image.open(path) as img:
                 img.load()
-                picture = from_pil(img, self.image_size)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            warnings.warn(f"skipping unreadable picture {path}: {err}", stacklevel=2)
-            picture = None
-        if self.cache is not None:
-            self.cache[index] = None if picture is None else ((picture + 1) * 127.5).round().to(torch.uint8)
-        return picture
+                result = (resize_crop(to_rgb(img), self.image_size), None)
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
+            result = (None, f"{path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        if self.memory is not None:
+            self.memory[index] = result
+        return result
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str]:
-        return self.load(index), self.caption(index)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str, int, str | None]:
+        picture, error = self.load(index)
+        return picture, self.caption(index), index, error
 
 
-def collate(batch: list[tuple[torch.Tensor | None, str]]) -> tuple[torch.Tensor, list[str], int]:
-    """Stack readable pictures; also return how many were skipped."""
-    good = [(img, cap) for img, cap in batch if img is not None]
-    skipped = len(batch) - len(good)
+def resize_crop(image: Image.Image, size: int) -> torch.Tensor:
+    """Shorter side to `size` (bicubic), centre crop, as a (3, size, size) uint8 tensor."""
+    w, h = image.size
+    if (w, h) != (size, size):
+        scale = size / min(w, h)
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
+def to_unit_range(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pictures -> floats in [-1, 1], the model's range."""
+    return images.float() / 127.5 - 1
+
+
+def collate(batch: list[tuple[torch.Tensor | None, str, int, str | None]]) -> Batch:
+    """Stack the readable pictures; the others are left out and reported in `errors`."""
+    good = [(img, cap, i) for img, cap, i, _ in batch if img is not None]
+    errors = [err for img, _, _, err in batch if img is None]
     if not good:
-        return torch.empty(0), [], skipped
-    images, captions = zip(*good)
-    return torch.stack(images), list(captions), skipped
+        return Batch(torch.empty(0, dtype=torch.uint8), [], [], errors)
+    images, captions, indices = zip(*good)
+    return Batch(torch.stack(images), list(captions), list(indices), errors)

@@ -1,0 +1,78 @@
+"""Score a model on Shapes: generate from each caption, judge the pixels, report accuracies.
+
+Captions come from a Shapes split (one per picture, cycling through each picture's captions so every
+prefix and word order is used), or pictures come ready-made from a `generate` folder's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from omni_gpt2o.data.dataset import read_split
+from omni_gpt2o.fileio import OmniError, atomic_path
+from omni_gpt2o.judge import judge, summarise
+from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+GROUPS = ("all", "one_object", "two_object", "seen", "held_out")
+METRICS = ("colour", "shape", "size", "position", "no_extra", "full")
+
+
+def split_prompts(split_dir: str | Path, max_prompts: int | None = None) -> list[str]:
+    records = read_split(split_dir)
+    prompts = [r.captions[i % len(r.captions)] for i, r in enumerate(records)]
+    return prompts[:max_prompts] if max_prompts else prompts
+
+
+def evaluate_pipeline(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, guidance: float = 3.0,
+                      seed: int = 0, batch_size: int = 32, progress: bool = True) -> dict:
+    """Generate one picture per prompt (seed + index) and judge it."""
+    judgements, records = [], []
+    for start in tqdm(range(0, len(prompts), batch_size), desc="evaluate", unit="batch", disable=not progress):
+        batch = prompts[start: start + batch_size]
+        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
+        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
+        for prompt, image in zip(batch, images):
+            j = judge(image, prompt)
+            judgements.append(j)
+            records.append({"prompt": prompt, **vars(j)})
+    return {"scores": summarise(judgements), "steps": steps, "guidance": guidance, "seed": seed,
+            "prompts": len(prompts), "judgements": records}
+
+
+def evaluate_manifest(folder: str | Path) -> dict:
+    """Judge pictures a `generate` run already wrote (its manifest names the prompt of each file)."""
+    folder = Path(folder)
+    manifest = folder / "manifest.jsonl"
+    if not manifest.is_file():
+        raise OmniError(f"{folder} has no manifest.jsonl (make one with `omni-gpt2o generate`)")
+    judgements, records = [], []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        with Image.open(folder / entry["file"]) as image:
+            j = judge(image.convert("RGB"), entry["prompt"])
+        judgements.append(j)
+        records.append({"prompt": entry["prompt"], "file": entry["file"], **vars(j)})
+    return {"scores": summarise(judgements), "prompts": len(records), "judgements": records}
+
+
+def format_scores(scores: dict) -> str:
+    """A table people can read: groups as rows, metrics as columns, percentages."""
+    head = f"{'group':<12}{'n':>6}" + "".join(f"{m:>10}" for m in METRICS)
+    lines = [head, "-" * len(head)]
+    for group in GROUPS:
+        g = scores.get(group)
+        if not g or not g.get("n"):
+            continue
+        cells = "".join(f"{'-' if g.get(m) is None else f'{100 * g[m]:.1f}':>10}" for m in METRICS)
+        lines.append(f"{group:<12}{g['n']:>6}{cells}")
+    return "\n".join(lines)
+
+
+def write_report(result: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
