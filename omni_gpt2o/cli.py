@@ -61,7 +61,7 @@ def build_parser() -> Parser:
     flag(p, "--max-images", type=positive_int)
     flag(p, "--write-descriptions", help="also write the split as a seed-style descriptions.txt here")
 
-    p = sub.add_parser("precompute", help="fill the frozen-feature cache of a split (ViT embeddings)")
+    p = sub.add_parser("precompute", help="fill a split's caches: preprocessed pictures and frozen ViT features")
     flag(p, "--data", required=True, help="split folder")
     flag(p, "--cache-dir", required=True)
     model_source = p.add_mutually_exclusive_group()
@@ -100,7 +100,8 @@ def build_parser() -> Parser:
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
     flag(p, "--num-workers", type=int, default=0)
-    flag(p, "--cache-dir", help="frozen-feature cache folder (filled during the first epoch, or by precompute)")
+    flag(p, "--cache-dir", help="cache folder for ViT features and preprocessed pictures (filled by precompute "
+         "or during the first epoch)")
 
     p = sub.add_parser("generate", help="draw pictures from prompts")
     flag(p, "--checkpoint", required=True)
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> None:
         data = CaptionedImages(args.data, model.config.image_size, preload=False)
         cache, encoded, rate = precompute(model, data, args.cache_dir, args.batch_size, args.num_workers,
                                           autocast_dtype(device, args.precision))
-        print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir}")
+        print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir.parent}")
 
     elif args.command == "train":
         from omni_gpt2o.train import TrainConfig, train

@@ -31,7 +31,7 @@ from omni_gpt2o.checkpoint import (
     save_checkpoint,
 )
 from omni_gpt2o.config import get_preset
-from omni_gpt2o.data.cache import FeatureCache, cache_key
+from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import CaptionedImages, collate, to_unit_range
 from omni_gpt2o.drafts import make_draft, sample_strengths
 from omni_gpt2o.fileio import OmniError
@@ -72,7 +72,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | bf16 | fp32
     num_workers: int = 0
-    cache_dir: str | None = None  # frozen-feature cache (ViT embeddings of the clean pictures)
+    cache_dir: str | None = None  # on-disk caches: ViT embeddings of the clean pictures, preprocessed pictures
     sample_steps: int = 8
     log_every: int = 10
     progress: bool = True
@@ -152,7 +152,10 @@ def train(cfg: TrainConfig) -> Path:
     size = model.config.image_size
     train_set = CaptionedImages(cfg.data, size, cfg.max_train_samples, seed=cfg.seed)
     val_set = CaptionedImages(cfg.val_data, size, cfg.max_val_samples, seed=cfg.seed) if cfg.val_data else None
-    cache = FeatureCache(cfg.cache_dir, cache_key(model, train_set.records, size)) if cfg.cache_dir else None
+    cache = pixels = None
+    if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
+        cache = feature_cache(cfg.cache_dir, model, train_set.records, size)
+        pixels = train_set.pixels = pixel_cache(cfg.cache_dir, train_set.records, size)
     batch_size = min(cfg.batch_size, len(train_set))
     steps_per_epoch = len(train_set) // batch_size
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
@@ -207,6 +210,8 @@ def train(cfg: TrainConfig) -> Path:
             target = frozen_targets(model, clean, amp)
             if cache is not None:
                 cache.put(batch.indices, target)
+        if pixels is not None and not pixels.done[batch.indices].all():
+            pixels.put(batch.indices, batch.images)
         losses = train_step(model, optimizer, ema, clean, target.to(device), batch.captions, cfg, generator, amp,
                             state["step"])
         return losses, lr

@@ -125,3 +125,17 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
                                timeout=120).stdout
     for command in ("make-shapes", "train", "generate", "demo"):
         assert command in help_text
+
+
+def test_use_clearml_without_clearml_is_one_clear_line(shapes_splits, tmp_path, capsys):
+    pytest.importorskip("torch")
+    try:
+        import clearml  # noqa: F401
+
+        pytest.skip("clearml is installed here")
+    except ImportError:
+        pass
+    train_dir, _ = shapes_splits
+    assert main(["train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--preset", "micro",
+                 "--max-steps", "1", "--use_clearml"]) == 1
+    assert "pip install 'omni-gpt2o[clearml]'" in _one_line_error(capsys)

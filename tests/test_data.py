@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.cli import main
-from omni_gpt2o.data.cache import FeatureCache, cache_key, precompute
-from omni_gpt2o.data.dataset import CaptionedImages, collate, to_rgb
+from omni_gpt2o.data.cache import feature_cache, pixel_cache, precompute
+from omni_gpt2o.data.dataset import CaptionedImages, collate, to_rgb, to_unit_range
 
 
 @pytest.fixture
@@ -91,29 +91,42 @@ def test_training_survives_bad_data_and_long_captions(coco_split, tmp_path, caps
 
 def test_feature_cache_hit_miss_and_invalidation(coco_split, tmp_path, micro_model):
     data = CaptionedImages(coco_split, micro_model.config.image_size)
-    key = cache_key(micro_model, data.records, data.image_size)
-    cache = FeatureCache(tmp_path / "cache", key)
+    cache = feature_cache(tmp_path / "cache", micro_model, data.records, data.image_size)
     assert len(cache) == 0 and cache.get([0, 1]) is None  # miss
 
     filled, encoded, _ = precompute(micro_model, data, tmp_path / "cache", batch_size=8, progress=False)
     assert encoded == 21 and len(filled) == 21 and not filled.complete  # the 3 unreadable stay empty
     batch = collate([data[i] for i in range(4)])
-    from omni_gpt2o.data.dataset import to_unit_range
-
     expected = micro_model.image_encoder(to_unit_range(batch.images))
-    got = FeatureCache(tmp_path / "cache", key).get(batch.indices)  # hit, read back from disk
-    assert got is not None and torch.allclose(got.float(), expected, atol=2e-2)
+    again = feature_cache(tmp_path / "cache", micro_model, data.records, data.image_size)
+    got = again.get(batch.indices)  # hit, read back from disk by a fresh object
+    assert again.dir == filled.dir and got is not None and torch.allclose(got.float(), expected, atol=2e-2)
 
-    again, encoded_again, _ = precompute(micro_model, data, tmp_path / "cache", batch_size=8, progress=False)
-    assert encoded_again == 0 and again.dir == filled.dir  # resumed: nothing left to do
+    _, encoded_again, _ = precompute(micro_model, data, tmp_path / "cache", batch_size=8, progress=False)
+    assert encoded_again == 0  # resumed: nothing left to do
 
-    # Anything the features depend on gives a new key, hence a fresh cache.
-    assert FeatureCache(tmp_path / "cache", cache_key(micro_model, data.records, 48)).dir != filled.dir
+    # Anything the features depend on gives a new key, hence a fresh, empty cache.
+    assert len(feature_cache(tmp_path / "cache", micro_model, data.records, 48)) == 0
+    fewer = CaptionedImages(coco_split, data.image_size, max_samples=10)
+    assert len(feature_cache(tmp_path / "cache", micro_model, fewer.records, data.image_size)) == 0
     with torch.no_grad():
         micro_model.image_encoder.model.patch_embed.proj.weight.add_(0.1)
-    assert cache_key(micro_model, data.records, data.image_size) != key
-    fewer = CaptionedImages(coco_split, data.image_size, max_samples=10)
-    assert cache_key(micro_model, fewer.records, data.image_size) != key
+    assert len(feature_cache(tmp_path / "cache", micro_model, data.records, data.image_size)) == 0
+
+
+def test_pixel_cache_serves_the_loader_without_decoding(coco_split, tmp_path, micro_model):
+    data = CaptionedImages(coco_split, micro_model.config.image_size, preload=False)
+    precompute(micro_model, data, tmp_path / "cache", batch_size=8, progress=False)
+    pixels = pixel_cache(tmp_path / "cache", data.records, data.image_size)
+    assert len(pixels) == 21
+    decoded = data[0][0]
+    (coco_split / "images" / data.records[0].path.name).unlink()  # the original is gone ...
+    data.pixels = pixels
+    assert torch.equal(data[0][0], decoded)  # ... and the cached picture is served
+    from torch.utils.data import DataLoader
+
+    through_workers = next(iter(DataLoader(data, batch_size=4, collate_fn=collate, num_workers=2)))
+    assert torch.equal(through_workers.images[0], decoded)  # workers map the cache files themselves
 
 
 def test_training_with_the_cache_fills_it_then_reads_it(shapes_splits, tmp_path):
@@ -121,7 +134,20 @@ def test_training_with_the_cache_fills_it_then_reads_it(shapes_splits, tmp_path)
     args = ["train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--preset", "micro",
             "--epochs", "2", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache")]
     assert main(args) == 0
-    (folder,) = (tmp_path / "cache").iterdir()
-    done = np.load(folder / "done.npy")
-    assert done.all() and len(done) == 96
-    assert np.abs(np.load(folder / "features.npy")).sum() > 0
+    folders = sorted((tmp_path / "cache").iterdir())
+    assert [f.name.split("-")[0] for f in folders] == ["features", "pixels"]
+    for folder in folders:
+        done = np.load(folder / "done.npy")
+        assert done.all() and len(done) == 96
+        assert np.abs(np.load(folder / "rows.npy").astype(np.float32)).sum() > 0
+
+
+def test_worker_processes_deliver_the_same_batches(coco_split):
+    from torch.utils.data import DataLoader
+
+    data = CaptionedImages(coco_split, 16, preload=False)
+    plain = [b for b in DataLoader(data, batch_size=8, collate_fn=collate)]
+    workers = [b for b in DataLoader(data, batch_size=8, collate_fn=collate, num_workers=2)]
+    assert [b.captions for b in plain] == [b.captions for b in workers]
+    assert all(torch.equal(a.images, b.images) for a, b in zip(plain, workers))
+    assert sum(len(b.errors) for b in workers) == 3

@@ -1,23 +1,27 @@
-"""Frozen-feature cache: the ViT's embedding of each clean picture, computed once, memory-mapped.
+"""On-disk caches of what never changes during training, memory-mapped and keyed by what they depend on.
 
-The ViT never changes, and the alignment loss's target (the ViT's patch tokens of the clean picture) is a
-pure function of the picture, so it is computed once per picture and read back in every later epoch.
-(GPT-2's states cannot be cached this way: GPT-2 reads the caption together with the noisy draft.)
+- **features**: the frozen ViT's patch tokens of each clean picture, the alignment loss's target. The ViT
+  never changes and the clean picture is fixed, so it is computed once and read back in every later epoch.
+  (GPT-2's states cannot be cached this way: GPT-2 reads the caption together with the noisy draft.)
+- **pixels**: each picture decoded, converted to RGB, resized and centre-cropped to the model's size, as
+  uint8. Decoding a 640 x 480 JPEG costs more than a `tiny` training step's share of it.
 
-    CACHE_DIR/<key>/key.json       what the features depend on: model, weights, preprocessing, split
-    CACHE_DIR/<key>/features.npy   (N, P, D) float16, memory-mapped
-    CACHE_DIR/<key>/done.npy       (N,) uint8: 1 once row i is written
+    CACHE_DIR/<kind>-<key>/key.json    what the rows depend on (model, weights, preprocessing, split)
+    CACHE_DIR/<kind>-<key>/rows.npy    (N, ...) rows, memory-mapped
+    CACHE_DIR/<kind>-<key>/done.npy    (N,) uint8: 1 once row i is written
 
-The key changes, and so a new folder is used, whenever anything the features depend on changes. A row
-counts only once its `done` flag is set after its features were flushed, so a killed run never leaves a
-half-written row that is later read.
+A change to anything the rows depend on gives a new key, so a new folder. A row counts only once its
+`done` flag is set, after the row itself was flushed: a killed run never leaves a half-written row that is
+later read.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,33 +30,39 @@ from numpy.lib.format import open_memmap
 PREPROCESSING = "rgb-resize-shorter-bicubic-centre-crop-v1"
 
 
-def cache_key(model, records: list, image_size: int) -> dict:
-    """Everything the cached features depend on."""
-    vit = model.image_encoder
-    weights = torch.cat([p.detach().flatten()[:4096].float() for p in vit.parameters()])
-    fingerprint = hashlib.sha256(weights.numpy().tobytes()).hexdigest()[:16]
-    paths = hashlib.sha256("\n".join(str(r.path) for r in records).encode()).hexdigest()[:16]
-    config = model.config
-    return {"image_model": config.image_model, "image_model_kwargs": config.image_model_kwargs,
-            "weights": fingerprint, "image_size": image_size, "preprocessing": PREPROCESSING,
-            "pictures": len(records), "paths": paths, "shape": [vit.num_patches, vit.width]}
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-class FeatureCache:
-    def __init__(self, root: str | Path, key: dict):
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        self.dir = Path(root) / digest
+def _split_fingerprint(records: list) -> str:
+    return _digest("\n".join(str(r.path) for r in records))
+
+
+class ArrayCache:
+    """Rows of one shape and dtype, one per picture of a split, filled in any order."""
+
+    def __init__(self, root: str | Path, kind: str, key: dict[str, Any], rows: int, shape: tuple[int, ...],
+                 dtype: str):
+        self.dir = Path(root) / f"{kind}-{_digest(json.dumps(key, sort_keys=True))}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        n, (p, d) = key["pictures"], key["shape"]
-        key_file = self.dir / "key.json"
-        if not key_file.is_file():
-            key_file.write_text(json.dumps(key, indent=2, sort_keys=True))
-        features, done = self.dir / "features.npy", self.dir / "done.npy"
-        if not (features.is_file() and done.is_file()):
-            open_memmap(features, mode="w+", dtype=np.float16, shape=(n, p, d)).flush()
-            np.save(done, np.zeros(n, dtype=np.uint8))
-        self.features = open_memmap(features, mode="r+")
-        self.done = open_memmap(done, mode="r+")
+        if not (self.dir / "key.json").is_file():
+            (self.dir / "key.json").write_text(json.dumps(key, indent=2, sort_keys=True))
+        if not ((self.dir / "rows.npy").is_file() and (self.dir / "done.npy").is_file()):
+            open_memmap(self.dir / "rows.npy", mode="w+", dtype=np.dtype(dtype), shape=(rows, *shape)).flush()
+            np.save(self.dir / "done.npy", np.zeros(rows, dtype=np.uint8))
+        self._open()
+
+    def _open(self) -> None:
+        self.rows = open_memmap(self.dir / "rows.npy", mode="r+")
+        self.done = open_memmap(self.dir / "done.npy", mode="r+")
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers get the folder, not a copy of the arrays; they map the files themselves.
+        return {"dir": self.dir}
+
+    def __setstate__(self, state: dict) -> None:
+        self.dir = state["dir"]
+        self._open()
 
     def __len__(self) -> int:
         return int(self.done.sum())
@@ -62,44 +72,61 @@ class FeatureCache:
         return bool(self.done.all())
 
     def get(self, indices: list[int]) -> torch.Tensor | None:
-        """The rows' features, or None if any of them is not cached yet."""
+        """The rows, or None if any of them is not cached yet."""
         idx = np.asarray(indices)
         if not self.done[idx].all():
             return None
-        return torch.from_numpy(np.ascontiguousarray(self.features[idx]))
+        return torch.from_numpy(np.ascontiguousarray(self.rows[idx]))
 
-    def put(self, indices: list[int], features: torch.Tensor) -> None:
+    def put(self, indices: list[int], values: torch.Tensor) -> None:
         idx = np.asarray(indices)
-        self.features[idx] = features.detach().to(torch.float16).cpu().numpy()
-        self.features.flush()  # features on disk before the flags that vouch for them
+        self.rows[idx] = values.detach().cpu().numpy().astype(self.rows.dtype)
+        self.rows.flush()  # rows on disk before the flags that vouch for them
         self.done[idx] = 1
         self.done.flush()
 
 
+def feature_cache(root: str | Path, model, records: list, image_size: int) -> ArrayCache:
+    """The ViT-feature cache of a split for this model's frozen ViT."""
+    vit = model.image_encoder
+    weights = torch.cat([p.detach().flatten()[:4096].float() for p in vit.parameters()])
+    key = {"image_model": model.config.image_model, "image_model_kwargs": model.config.image_model_kwargs,
+           "weights": hashlib.sha256(weights.numpy().tobytes()).hexdigest()[:16], "image_size": image_size,
+           "preprocessing": PREPROCESSING, "pictures": len(records), "split": _split_fingerprint(records)}
+    return ArrayCache(root, "features", key, len(records), (vit.num_patches, vit.width), "float16")
+
+
+def pixel_cache(root: str | Path, records: list, image_size: int) -> ArrayCache:
+    """The preprocessed-picture cache of a split at `image_size`."""
+    key = {"image_size": image_size, "preprocessing": PREPROCESSING, "pictures": len(records),
+           "split": _split_fingerprint(records)}
+    return ArrayCache(root, "pixels", key, len(records), (3, image_size, image_size), "uint8")
+
+
 def precompute(model, dataset, cache_dir: str | Path, batch_size: int = 64, num_workers: int = 0,
-               amp: torch.dtype | None = None, progress: bool = True) -> tuple[FeatureCache, int, float]:
-    """Fill the cache for a split (resumable: rows already done are skipped).
+               amp: torch.dtype | None = None, progress: bool = True) -> tuple[ArrayCache, int, float]:
+    """Fill the pixel and feature caches of a split (resumable: rows already done are skipped).
 
-    Returns the cache, how many pictures were encoded now, and the pictures per second.
+    Returns the feature cache, how many pictures were encoded now, and the pictures per second.
     """
-    import time
-
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
     from omni_gpt2o.data.dataset import collate, to_unit_range
 
-    cache = FeatureCache(cache_dir, cache_key(model, dataset.records, dataset.image_size))
-    todo = [i for i in range(len(dataset)) if not cache.done[i]]
+    features = feature_cache(cache_dir, model, dataset.records, dataset.image_size)
+    pixels = pixel_cache(cache_dir, dataset.records, dataset.image_size)
+    todo = [i for i in range(len(dataset)) if not (features.done[i] and pixels.done[i])]
     device = next(model.parameters()).device
     loader = DataLoader(Subset(dataset, todo), batch_size=batch_size, collate_fn=collate, num_workers=num_workers)
     start, encoded = time.perf_counter(), 0
     with tqdm(total=len(todo), desc="precompute", unit="img", disable=not progress) as bar:
         for batch in loader:
             if batch.captions:
+                pixels.put(batch.indices, batch.images)
                 clean = to_unit_range(batch.images.to(device))
                 with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    cache.put(batch.indices, model.image_encoder(clean))
+                    features.put(batch.indices, model.image_encoder(clean))
                 encoded += len(batch.indices)
             bar.update(len(batch.indices) + len(batch.errors))
-    return cache, encoded, encoded / max(time.perf_counter() - start, 1e-9)
+    return features, encoded, encoded / max(time.perf_counter() - start, 1e-9)

@@ -93,6 +93,7 @@ class CaptionedImages(Dataset):
         if preload is None:
             preload = len(self.records) * 3 * image_size**2 <= 2 * 1024**3
         self.memory: dict[int, tuple[torch.Tensor | None, str | None]] | None = {} if preload else None
+        self.pixels = None  # an on-disk cache of preprocessed pictures (data.cache.pixel_cache), if given
 
     def __len__(self) -> int:
         return len(self.records)
@@ -108,6 +109,8 @@ class CaptionedImages(Dataset):
         """(uint8 picture resized and centre-cropped, None) or (None, why it could not be read)."""
         if self.memory is not None and index in self.memory:
             return self.memory[index]
+        if self.pixels is not None and self.pixels.done[index]:
+            return torch.from_numpy(np.array(self.pixels.rows[index])), None
         path = self.records[index].path
         try:
             with Image.open(path) as img:
