@@ -1,4 +1,5 @@
-"""`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, precompute, train, generate, evaluate, demo.
+"""`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, precompute, prepare-drafts, train, generate, evaluate,
+demo.
 
 Flags are --kebab-case; the seed project's --snake_case spellings work too. Bad input exits non-zero
 with one clear line on stderr.
@@ -43,6 +44,21 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def add_sd_flags(p: argparse.ArgumentParser) -> None:
+    flag(p, "--draft-model", default="stabilityai/sd-turbo", help="diffusers model id or folder for SD drafts")
+    flag(p, "--draft-steps", type=positive_int, default=1)
+    flag(p, "--draft-guidance", type=float, default=0.0)
+    flag(p, "--draft-resolution", type=positive_int, default=512, help="SD's picture size before resizing")
+    flag(p, "--draft-dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+
+
+def sd_config(args: argparse.Namespace):
+    from omni_gpt2o.sd_drafts import SDDraftConfig
+
+    return SDDraftConfig(model=args.draft_model, steps=args.draft_steps, guidance=args.draft_guidance,
+                         resolution=args.draft_resolution, dtype=args.draft_dtype)
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="omni-gpt2o", description="Text-to-image from a frozen GPT-2 and ViT; only the glue trains.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -72,6 +88,14 @@ def build_parser() -> Parser:
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
 
+    p = sub.add_parser("prepare-drafts", help="draw a Stable Diffusion draft of every caption of a split, once")
+    flag(p, "--data", required=True, help="split folder; drafts are stored in DIR/drafts/")
+    flag(p, "--preset", default="tiny", help="the model preset the drafts are for (sets their picture size)")
+    flag(p, "--seed", type=int, default=0)
+    flag(p, "--batch-size", type=positive_int, default=8)
+    flag(p, "--device", default="auto")
+    add_sd_flags(p)
+
     p = sub.add_parser("train", help="train the glue on a split folder")
     flag(p, "--data", required=True, help="training split folder (captions.json + images/)")
     flag(p, "--val-data", help="validation split folder")
@@ -100,6 +124,9 @@ def build_parser() -> Parser:
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
     flag(p, "--num-workers", type=int, default=0)
+    flag(p, "--draft", choices=["noise", "sd"], default="noise",
+         help="sd: mix in the split's stored Stable Diffusion drafts (made by prepare-drafts)")
+    flag(p, "--sd-draft-ratio", type=non_negative_float, default=0.5, help="share of pictures drafted by SD")
     flag(p, "--cache-dir", help="cache folder for ViT features and preprocessed pictures (filled by precompute "
          "or during the first epoch)")
 
@@ -113,9 +140,10 @@ def build_parser() -> Parser:
     flag(p, "--steps", type=positive_int, default=8)
     flag(p, "--guidance", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
     flag(p, "--batch-size", type=positive_int, default=16)
-    flag(p, "--draft", default="noise", help="noise, or a picture to start from")
+    flag(p, "--draft", default="noise", help="noise (text alone), sd (a Stable Diffusion draft), or a picture")
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
     flag(p, "--save-drafts", action="store_true", help="save each starting draft beside its picture")
+    add_sd_flags(p)
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
 
@@ -175,6 +203,20 @@ def run(args: argparse.Namespace) -> None:
                                           autocast_dtype(device, args.precision))
         print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir.parent}")
 
+    elif args.command == "prepare-drafts":
+        from omni_gpt2o.config import get_preset
+        from omni_gpt2o.data.dataset import read_split
+        from omni_gpt2o.sd_drafts import SDDraftSource, describe, prepare_drafts
+        from omni_gpt2o.utils import resolve_device
+
+        _check_dir(args.data, "--data")
+        records = read_split(args.data)
+        size = get_preset(args.preset).image_size
+        source = SDDraftSource(sd_config(args), resolve_device(args.device))
+        store, drawn, rate = prepare_drafts(args.data, records, source, size, seed=args.seed,
+                                            batch_size=args.batch_size)
+        print(f"drew {drawn} drafts ({rate:.2f} img/s); {describe(store)}")
+
     elif args.command == "train":
         from omni_gpt2o.train import TrainConfig, train
 
@@ -193,15 +235,16 @@ def run(args: argparse.Namespace) -> None:
 
         prompts = read_prompts(args.prompts_file) if args.prompts_file else args.prompt
         _check_dir(args.checkpoint, "--checkpoint")
-        draft = None
-        if args.draft != "noise":
+        draft = args.draft
+        if draft not in ("noise", "sd"):
             try:
                 draft = Image.open(args.draft).convert("RGB")
             except (OSError, ValueError) as err:
-                raise OmniError(f"--draft {args.draft}: not a readable picture ({err})") from err
+                raise OmniError(f"--draft {args.draft}: not noise, sd or a readable picture ({err})") from err
         if not 0 < args.draft_strength <= 1:
             raise OmniError("--draft-strength must be in (0, 1]")
-        pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+        pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision,
+                                                 draft_config=sd_config(args))
         records = generate_to_dir(pipe, prompts, args.out_dir, seed=args.seed, steps=args.steps,
                                   guidance=args.guidance, batch_size=args.batch_size, draft=draft,
                                   draft_strength=args.draft_strength, save_drafts=args.save_drafts)

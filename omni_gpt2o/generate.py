@@ -10,11 +10,10 @@ import json
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from omni_gpt2o.fileio import OmniError, atomic_path
-from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.pipeline import DraftInput, OmniGPT2oPipeline
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -33,7 +32,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | Path, seed: int = 0,
                     steps: int = 8, guidance: float = 3.0, batch_size: int = 16,
-                    draft: Image.Image | None = None, draft_strength: float = 1.0,
+                    draft: DraftInput = None, draft_strength: float = 1.0,
                     save_drafts: bool = False, progress: bool = True) -> list[dict]:
     if any(not p.strip() for p in prompts):
         raise OmniError("empty prompt: give some text to draw")
@@ -45,7 +44,7 @@ def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | 
         seeds = [seed + start + i for i in range(len(batch))]
         result = pipe(batch, num_inference_steps=steps, guidance_scale=guidance,
                       generator=[torch.Generator().manual_seed(s) for s in seeds],
-                      draft_image=draft, draft_strength=draft_strength, return_drafts=save_drafts)
+                      draft=draft, draft_strength=draft_strength, return_drafts=save_drafts)
         for i, (prompt, s, image) in enumerate(zip(batch, seeds, result.images)):
             name = f"{start + i:04d}.png"
             with atomic_path(out_dir / name) as tmp:

@@ -2,7 +2,8 @@
 
 The sampler draws from text alone: it starts from a pure-noise draft (strength 1), and at each of K
 steps feeds the previous output back as the next draft, re-noised at a falling strength. With a
-`draft_image` it starts from that picture instead, at `draft_strength` (the img2img habit).
+`draft` picture (given, or a Stable Diffusion draft of the prompt) it starts from that picture instead,
+at `draft_strength` (the img2img habit).
 Classifier-free guidance mixes the prompt's prediction with the empty prompt's.
 """
 
@@ -19,6 +20,7 @@ from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
 from omni_gpt2o.drafts import blurred, degrade, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
+from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource
 from omni_gpt2o.utils import autocast_dtype, resolve_device, to_pil
 
 logger = logging.getLogger(__name__)
@@ -27,26 +29,34 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PipelineOutput:
     images: list[Image.Image]
-    drafts: list[Image.Image] | None = None  # the first draft each picture started from
+    drafts: list[Image.Image] | None = None  # what each picture started from: the draft picture, or noise
+
+
+DraftInput = str | Image.Image | list[Image.Image] | None
 
 
 class OmniGPT2oPipeline:
-    def __init__(self, model: OmniGPT2o, device: torch.device | str = "cpu", precision: str = "auto"):
+    def __init__(self, model: OmniGPT2o, device: torch.device | str = "cpu", precision: str = "auto",
+                 draft_config: SDDraftConfig | None = None):
         self.model = model.eval()
         self.device = torch.device(device)
         self.autocast = autocast_dtype(self.device, precision)
+        self.draft_config = draft_config  # which Stable Diffusion model draws draft="sd" (default: sd-turbo)
+        self.draft_source: SDDraftSource | None = None  # loaded on first use
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> OmniGPT2oPipeline:
+    def from_pretrained(cls, path: str | Path, device: str = "auto", precision: str = "auto",
+                        draft_config: SDDraftConfig | None = None) -> OmniGPT2oPipeline:
         dev = resolve_device(device)
         model, _ = load_checkpoint(path, dev)
-        return cls(model, dev, precision)
+        return cls(model, dev, precision, draft_config)
 
     @torch.no_grad()
     def __call__(self, prompt: str | list[str], num_inference_steps: int = 8, guidance_scale: float = 3.0,
-                 generator: torch.Generator | list[torch.Generator] | None = None,
-                 draft_image: Image.Image | list[Image.Image] | None = None, draft_strength: float = 1.0,
-                 eta: float = 0.0, return_drafts: bool = False) -> PipelineOutput:
+                 generator: torch.Generator | list[torch.Generator] | None = None, draft: DraftInput = None,
+                 draft_strength: float = 1.0, eta: float = 0.0, return_drafts: bool = False) -> PipelineOutput:
+        """Draw `prompt`(s). `draft`: None or "noise" (from text alone), "sd" (a Stable Diffusion draft of
+        each prompt), or picture(s) to start from; `draft_strength` in (0, 1] says how far from it to start."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompts given")
@@ -54,7 +64,8 @@ class OmniGPT2oPipeline:
             raise TypeError("prompts must be strings")
         n, size = len(prompts), self.model.config.image_size
         generators = self._generators(generator, n)
-        strengths = sampling_schedule(num_inference_steps, draft_strength if draft_image is not None else 1.0)
+        start = self._start_pictures(draft, prompts, generators, size)
+        strengths = sampling_schedule(num_inference_steps, draft_strength if start is not None else 1.0)
 
         ids, mask = self.model.tokenize(prompts)
         if ids.shape[1] >= self.model.text_encoder.max_text_tokens:
@@ -64,13 +75,8 @@ class OmniGPT2oPipeline:
             u_ids, u_mask = self.model.tokenize([""] * n)
             ids, mask = _concat_padded(ids, mask, u_ids, u_mask)
 
-        if draft_image is not None:
-            imgs = [draft_image] * n if isinstance(draft_image, Image.Image) else list(draft_image)
-            if len(imgs) != n:
-                raise ValueError(f"got {len(imgs)} draft images for {n} prompts")
-            image = to_unit_range(torch.stack([resize_crop(to_rgb(im), size) for im in imgs])).to(self.device)
-        else:
-            image = torch.zeros(n, 3, size, size, device=self.device)  # unused: strength 1 is pure noise
+        # Strength 1 is pure noise, so without a start picture its content does not matter.
+        image = start if start is not None else torch.zeros(n, 3, size, size, device=self.device)
 
         def level(t: float) -> torch.Tensor:
             return torch.full((n,), t, device=self.device)
@@ -87,7 +93,26 @@ class OmniGPT2oPipeline:
                 fresh = randn(tuple(image.shape), generators, device=self.device)
                 noise = (1 - eta**2) ** 0.5 * noise + eta * fresh
             draft = degrade(image, level(strengths[k + 1]), noise)
-        return PipelineOutput(images=to_pil(image), drafts=to_pil(first_draft) if return_drafts else None)
+        drafts = to_pil(start if start is not None else first_draft) if return_drafts else None
+        return PipelineOutput(images=to_pil(image), drafts=drafts)
+
+    def _start_pictures(self, draft: DraftInput, prompts: list[str], generators: list[torch.Generator],
+                        size: int) -> torch.Tensor | None:
+        """The pictures the sampler starts from, in [-1, 1], or None to start from pure noise."""
+        if draft is None or (isinstance(draft, str) and draft == "noise"):
+            return None
+        if isinstance(draft, str) and draft == "sd":
+            if self.draft_source is None:
+                self.draft_source = SDDraftSource(self.draft_config, self.device)
+            # Each prompt's SD seed comes from its own generator, so its draft ignores the batch.
+            seeds = [int(torch.randint(0, 2**31 - 1, (1,), generator=g)) for g in generators]
+            return self.draft_source(prompts, seeds, size).to(self.device)
+        if isinstance(draft, str):
+            raise ValueError(f"draft must be 'noise', 'sd' or a picture, not {draft!r}")
+        pictures = [draft] * len(prompts) if isinstance(draft, Image.Image) else list(draft)
+        if len(pictures) != len(prompts):
+            raise ValueError(f"got {len(pictures)} draft pictures for {len(prompts)} prompts")
+        return to_unit_range(torch.stack([resize_crop(to_rgb(p), size) for p in pictures])).to(self.device)
 
     def _predict(self, ids, mask, draft, strength, guidance_scale: float | None) -> torch.Tensor:
         if guidance_scale is not None:

@@ -37,6 +37,7 @@ from omni_gpt2o.drafts import make_draft, sample_strengths
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.sd_drafts import describe, find_draft_store
 from omni_gpt2o.utils import autocast_dtype, image_grid, resolve_device, seed_everything
 
 
@@ -72,6 +73,8 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"  # auto | bf16 | fp32
     num_workers: int = 0
+    draft: str = "noise"  # noise: procedural drafts only; sd: mix in stored Stable Diffusion drafts
+    sd_draft_ratio: float = 0.5  # with --draft sd: the share of pictures whose draft starts from SD's picture
     cache_dir: str | None = None  # on-disk caches: ViT embeddings of the clean pictures, preprocessed pictures
     sample_steps: int = 8
     log_every: int = 10
@@ -156,6 +159,13 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
         cache = feature_cache(cfg.cache_dir, model, train_set.records, size)
         pixels = train_set.pixels = pixel_cache(cfg.cache_dir, train_set.records, size)
+    sd_store, caption_offsets = None, []
+    if cfg.draft == "sd":
+        sd_store = find_draft_store(cfg.data, train_set.records, size)
+        caption_offsets = np.cumsum([0] + [len(r.captions) for r in train_set.records]).tolist()  # row of caption 0
+        print(f"mixing in {describe(sd_store)} for {cfg.sd_draft_ratio:.0%} of the pictures", flush=True)
+    elif cfg.draft != "noise":
+        raise OmniError(f"--draft must be noise or sd, not {cfg.draft!r}")
     batch_size = min(cfg.batch_size, len(train_set))
     steps_per_epoch = len(train_set) // batch_size
     warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
@@ -212,8 +222,15 @@ def train(cfg: TrainConfig) -> Path:
                 cache.put(batch.indices, target)
         if pixels is not None and not pixels.done[batch.indices].all():
             pixels.put(batch.indices, batch.images)
+        sd = None
+        if sd_store is not None:
+            rows = [caption_offsets[i] + j for i, j in zip(batch.indices, batch.caption_indices)]
+            stored = torch.from_numpy(sd_store.done[rows].astype(bool))
+            pick = (torch.rand(len(rows), generator=generator) < cfg.sd_draft_ratio) & stored
+            if pick.any():
+                sd = (to_unit_range(torch.from_numpy(sd_store.rows[rows])).to(device), pick.to(device))
         losses = train_step(model, optimizer, ema, clean, target.to(device), batch.captions, cfg, generator, amp,
-                            state["step"])
+                            state["step"], sd_drafts=sd)
         return losses, lr
 
     def log(losses: dict[str, float], lr: float) -> None:
@@ -296,13 +313,21 @@ def frozen_targets(model: OmniGPT2o, clean: torch.Tensor, amp: torch.dtype | Non
 
 def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, clean: torch.Tensor,
                target_tokens: torch.Tensor, captions: list[str], cfg: TrainConfig, generator: torch.Generator,
-               amp: torch.dtype | None, step: int) -> dict[str, float]:
+               amp: torch.dtype | None, step: int,
+               sd_drafts: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """One optimisation step. `sd_drafts` = (SD pictures, which rows use them) replaces, for those rows,
+    the clean picture that the draft is made from; the target stays the clean picture."""
     b = clean.shape[0]
     drop = torch.rand(b, generator=generator) < cfg.caption_dropout
     captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
     ids, mask = model.tokenize(captions)
     strength = sample_strengths(b, generator, pure_noise=cfg.pure_noise, skew=cfg.noise_skew).to(clean.device)
-    draft = make_draft(clean, strength, generator)
+    source = clean
+    if sd_drafts is not None:
+        pictures, use = sd_drafts
+        source = torch.where(use.view(-1, 1, 1, 1), pictures, clean)
+        strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
+    draft = make_draft(source, strength, generator)
     with _autocast(clean.device, amp):
         out = model(ids, mask, draft, strength, sample_latents=True, generator=generator)
     losses = compute_losses(out, clean, target_tokens, loss_weights(cfg))

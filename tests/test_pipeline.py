@@ -51,12 +51,19 @@ def test_guidance_and_russian_and_huge_prompts(pipe):
 
 def test_starting_from_a_draft_picture(pipe):
     draft = Image.new("RGB", (50, 40), (255, 0, 0))  # any size: resized and centre-cropped
-    weak = pipe("a red square", num_inference_steps=2, draft_image=draft, draft_strength=0.2,
-                generator=torch.Generator().manual_seed(0), return_drafts=True)
-    strong = pipe("a red square", num_inference_steps=2, draft_image=draft, draft_strength=1.0,
-                  generator=torch.Generator().manual_seed(0), return_drafts=True)
-    red = lambda im: _arr(im)[..., 0].mean() - _arr(im)[..., 1].mean()  # noqa: E731
-    assert red(weak.drafts[0]) > red(strong.drafts[0]) + 50  # a weak start keeps the draft's colour
+    seen = []
+    hook = pipe.model.image_encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    out = pipe("a red square", num_inference_steps=2, draft=draft, draft_strength=0.2,
+               generator=torch.Generator().manual_seed(0), return_drafts=True)
+    pipe("a red square", num_inference_steps=2, draft=draft, draft_strength=1.0,
+         generator=torch.Generator().manual_seed(0))
+    hook.remove()
+    weak_first, strong_first = seen[0], seen[2]  # each call encodes 2 drafts (one per step)
+    red = lambda x: (x[:, 0] - x[:, 1]).mean().item()  # noqa: E731
+    assert red(weak_first) > 1.0 and abs(red(strong_first)) < 0.2  # a weak start keeps the draft's colour
+    assert _arr(out.drafts[0])[..., 0].min() == 255  # the start picture comes back with return_drafts
+    with pytest.raises(ValueError, match="draft must be"):
+        pipe("a red square", draft="watercolour")
 
 
 def test_bad_calls_raise(pipe):

@@ -15,6 +15,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -75,7 +76,16 @@ class Batch:
     images: torch.Tensor  # (B, 3, S, S) uint8
     captions: list[str]
     indices: list[int]  # rows of the split's records (for the feature cache)
+    caption_indices: list[int]  # which of its picture's captions each caption is (for stored SD drafts)
     errors: list[str]  # "path: reason" for each picture skipped in this batch
+
+
+class Sample(NamedTuple):
+    picture: torch.Tensor | None  # (3, S, S) uint8, None when the file cannot be read
+    caption: str
+    index: int
+    caption_index: int
+    error: str | None
 
 
 class CaptionedImages(Dataset):
@@ -101,9 +111,12 @@ class CaptionedImages(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def caption(self, index: int) -> str:
+    def caption_index(self, index: int) -> int:
         rng = random.Random((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
-        return rng.choice(self.records[index].captions)
+        return rng.randrange(len(self.records[index].captions))
+
+    def caption(self, index: int) -> str:
+        return self.records[index].captions[self.caption_index(index)]
 
     def load(self, index: int) -> tuple[torch.Tensor | None, str | None]:
         """(uint8 picture resized and centre-cropped, None) or (None, why it could not be read)."""
@@ -122,9 +135,10 @@ class CaptionedImages(Dataset):
             self.memory[index] = result
         return result
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, str, int, str | None]:
+    def __getitem__(self, index: int) -> Sample:
         picture, error = self.load(index)
-        return picture, self.caption(index), index, error
+        j = self.caption_index(index)
+        return Sample(picture, self.records[index].captions[j], index, j, error)
 
 
 def resize_crop(image: Image.Image, size: int) -> torch.Tensor:
@@ -144,11 +158,11 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1
 
 
-def collate(batch: list[tuple[torch.Tensor | None, str, int, str | None]]) -> Batch:
+def collate(samples: list[Sample]) -> Batch:
     """Stack the readable pictures; the others are left out and reported in `errors`."""
-    good = [(img, cap, i) for img, cap, i, _ in batch if img is not None]
-    errors = [err for img, _, _, err in batch if img is None]
+    good = [s for s in samples if s.picture is not None]
+    errors = [s.error for s in samples if s.picture is None]
     if not good:
-        return Batch(torch.empty(0, dtype=torch.uint8), [], [], errors)
-    images, captions, indices = zip(*good)
-    return Batch(torch.stack(images), list(captions), list(indices), errors)
+        return Batch(torch.empty(0, dtype=torch.uint8), [], [], [], errors)
+    return Batch(torch.stack([s.picture for s in good]), [s.caption for s in good], [s.index for s in good],
+                 [s.caption_index for s in good], errors)
