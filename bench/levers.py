@@ -19,6 +19,7 @@ from omni_gpt2o.train import TrainConfig, train
 
 VARIANTS = {
     "baseline": {},
+    "no_rollout": {"rollout": 0.0},
     "uniform_noise": {"noise_skew": 1.0, "pure_noise": 0.2},
     "attn_32px": {"model_overrides": {"decoder_attention_levels": (1, 2, 3)}},
     "latent_32": {"latent_dim": 32},

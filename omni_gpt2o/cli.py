@@ -113,6 +113,8 @@ def build_parser() -> Parser:
     flag(p, "--kl-weight", type=non_negative_float, default=1e-3)
     flag(p, "--align-weight", type=non_negative_float, default=0.1)
     flag(p, "--caption-dropout", type=non_negative_float, default=0.1)
+    flag(p, "--rollout", type=non_negative_float, default=0.5,
+         help="share of steps trained on the sampler's own next draft (0 turns it off)")
     flag(p, "--ema-decay", type=non_negative_float, default=0.999)
     flag(p, "--max-train-samples", type=positive_int)
     flag(p, "--max-val-samples", type=positive_int, default=256)

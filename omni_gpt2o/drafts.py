@@ -51,6 +51,12 @@ def blurred(images: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
     return gaussian_blur(images, MAX_BLUR * images.shape[-1] * strength.to(images.dtype))
 
 
+def implied_noise(draft: torch.Tensor, prediction: torch.Tensor, strength: torch.Tensor) -> torch.Tensor:
+    """The noise a draft of strength t holds if `prediction` is the clean picture (inverts `degrade`)."""
+    t = strength.to(draft.dtype).view(-1, 1, 1, 1)
+    return (draft - (1 - t) * blurred(prediction, strength)) / t
+
+
 def make_draft(images: torch.Tensor, strength: torch.Tensor,
                generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """Blurred, noised silhouettes of `images` (in [-1, 1]) at per-picture `strength` t (shape (B,))."""

@@ -18,7 +18,7 @@ from PIL import Image
 
 from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
-from omni_gpt2o.drafts import blurred, degrade, make_draft, randn, sampling_schedule
+from omni_gpt2o.drafts import degrade, implied_noise, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
 from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource
 from omni_gpt2o.utils import autocast_dtype, resolve_device, to_pil
@@ -88,7 +88,7 @@ class OmniGPT2oPipeline:
                 break
             # The noise this draft holds, given the new prediction; carried into the next, weaker draft
             # (the DDIM habit) so that choices made early are kept. eta mixes in fresh noise.
-            noise = (draft - (1 - t) * blurred(image, level(t))) / t
+            noise = implied_noise(draft, image, level(t))
             if eta > 0:
                 fresh = randn(tuple(image.shape), generators, device=self.device)
                 noise = (1 - eta**2) ** 0.5 * noise + eta * fresh

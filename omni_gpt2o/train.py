@@ -3,12 +3,14 @@
 One step: pick a caption per picture (some dropped, for classifier-free guidance), make a draft of each
 clean picture at a random strength (pure noise included), run the model, and minimise
 reconstruction + kl_weight x KL + alignment with the frozen ViT's view of the clean picture.
-AdamW on the trained parameters only, warmup then cosine, gradient clipping, an EMA of the weights
-(used for validation, samples and the saved model), `last` and `best` checkpoints.
+On a share of the steps (`rollout`) the draft is the sampler's own next draft instead, so the model learns
+to fix its early guesses. AdamW on the trained parameters only, warmup then cosine, gradient clipping, an
+EMA of the weights (used for validation, samples and the saved model), `last` and `best` checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -33,7 +35,7 @@ from omni_gpt2o.checkpoint import (
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import CaptionedImages, collate, to_unit_range
-from omni_gpt2o.drafts import make_draft, sample_strengths
+from omni_gpt2o.drafts import degrade, implied_noise, make_draft, sample_strengths
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
@@ -62,6 +64,7 @@ class TrainConfig:
     caption_dropout: float = 0.1  # empty caption this often: the unconditional half of CFG
     pure_noise: float = 0.3  # drafts that are pure noise (drawing from text alone)
     noise_skew: float = 2.0  # > 1 leans draft strengths towards strong noise
+    rollout: float = 0.5  # share of steps that train on the sampler's own next draft (see rollout_draft)
     ema_decay: float = 0.999
     max_train_samples: int | None = None
     max_val_samples: int | None = 256
@@ -242,7 +245,8 @@ def train(cfg: TrainConfig) -> Path:
 
     old_handler = signal.signal(signal.SIGTERM, _raise_stop)
     if budget:  # the bar follows the clock: seconds of the training budget
-        bar = tqdm(total=round(budget), initial=round(state["elapsed"]), disable=not cfg.progress, unit="s",
+        bar = tqdm(total=round(budget), initial=min(round(state["elapsed"]), round(budget)), disable=not cfg.progress,
+                   unit="s",
                    dynamic_ncols=True, desc="train", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}")
     else:
         bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress, unit="step",
@@ -263,7 +267,7 @@ def train(cfg: TrainConfig) -> Path:
                     state["step"] += 1
                     now = time.perf_counter()
                     state["elapsed"] += now - tick
-                    bar.update(now - tick if budget else 1)
+                    advance(bar, now - tick if budget else 1)
                     tick = now
                     if state["step"] % cfg.log_every == 0 or state["step"] == 1:
                         log(losses, lr)
@@ -286,6 +290,11 @@ def train(cfg: TrainConfig) -> Path:
         checkpoint("last", with_state=True)
         raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
                         f"{run_dir / 'checkpoints' / 'last'}") from None
+    except Exception:
+        bar.close()
+        with contextlib.suppress(Exception):  # keep what was learnt, then report the original error
+            checkpoint("last", with_state=True)
+        raise
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         bar.close()
@@ -311,6 +320,22 @@ def frozen_targets(model: OmniGPT2o, clean: torch.Tensor, amp: torch.dtype | Non
         return model.image_encoder(clean)
 
 
+@torch.no_grad()
+def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor,
+                  generator: torch.Generator, amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A draft as the sampler makes it: predict from a strong draft, then step down to a weaker one built
+    from that prediction and the noise the strong draft held. Training on these teaches the model to fix
+    its own early guesses (a blob where a square belongs), not only degraded true pictures."""
+    b = clean.shape[0]
+    high = 0.5 + 0.5 * torch.rand(b, generator=generator)
+    low = high * (0.3 + 0.6 * torch.rand(b, generator=generator))
+    high, low = high.to(clean.device), low.to(clean.device)
+    strong = make_draft(clean, high, generator)
+    with _autocast(clean.device, amp):
+        guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
+    return degrade(guess, low, implied_noise(strong, guess, high)), low
+
+
 def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, clean: torch.Tensor,
                target_tokens: torch.Tensor, captions: list[str], cfg: TrainConfig, generator: torch.Generator,
                amp: torch.dtype | None, step: int,
@@ -328,6 +353,8 @@ def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, cle
         source = torch.where(use.view(-1, 1, 1, 1), pictures, clean)
         strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
     draft = make_draft(source, strength, generator)
+    if cfg.rollout and torch.rand(1, generator=generator).item() < cfg.rollout:
+        draft, strength = rollout_draft(model, ids, mask, clean, generator, amp)
     with _autocast(clean.device, amp):
         out = model(ids, mask, draft, strength, sample_latents=True, generator=generator)
     losses = compute_losses(out, clean, target_tokens, loss_weights(cfg))
@@ -421,6 +448,13 @@ def plot_history(history: list[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def advance(bar: tqdm, amount: float) -> None:
+    """Move a bar on, never past its total (tqdm drops a total that is overrun, breaking the format)."""
+    if bar.total is not None:
+        amount = min(amount, bar.total - bar.n)
+    bar.update(amount)
 
 
 def _autocast(device: torch.device, amp: torch.dtype | None):

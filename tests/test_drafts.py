@@ -68,3 +68,12 @@ def test_sampling_schedule_falls_from_the_start_strength():
         sampling_schedule(0)
     with pytest.raises(ValueError):
         sampling_schedule(3, start=1.5)
+
+
+def test_implied_noise_inverts_degrade():
+    from omni_gpt2o.drafts import degrade, implied_noise
+
+    x = _pictures()
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([0.2, 0.5, 0.8, 1.0])
+    assert torch.allclose(implied_noise(degrade(x, t, noise), x, t), noise, atol=1e-4)

@@ -108,3 +108,44 @@ def test_resume_needs_a_training_state(tmp_path, trained_run, shapes_splits):
     _, best, _ = trained_run
     with pytest.raises(OmniError, match="no training state"):
         train(_cfg(shapes_splits, tmp_path / "x", checkpoint_path=str(best)))
+
+
+def test_rollout_trains_on_the_samplers_own_drafts(micro_model, shapes_splits):
+    from omni_gpt2o.train import rollout_draft
+
+    train_dir, _ = shapes_splits
+    clean = torch.rand(4, 3, 32, 32) * 2 - 1
+    ids, mask = micro_model.tokenize(["a red circle on the left"] * 4)
+    draft, strength = rollout_draft(micro_model, ids, mask, clean, torch.Generator().manual_seed(0), None)
+    assert draft.shape == clean.shape and ((strength > 0.1) & (strength < 0.9)).all()
+    best = train(_cfg(shapes_splits, train_dir.parent / "rollout_run", max_steps=3, rollout=1.0))
+    assert (best / "model.safetensors").is_file()
+
+
+def test_the_clock_bar_survives_an_overrun_budget():
+    from tqdm import tqdm
+
+    from omni_gpt2o.train import advance
+
+    bar = tqdm(total=10, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}", disable=False)
+    advance(bar, 7.5)
+    advance(bar, 9.0)  # the last step ran past the budget
+    assert bar.n == 10 and str(bar).endswith("10/10s")
+    bar.close()
+
+
+def test_an_unexpected_error_still_saves_last(tmp_path, shapes_splits, monkeypatch):
+    real_step = train_module.train_step
+    calls = {"n": 0}
+
+    def failing_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("a bug")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", failing_step)
+    with pytest.raises(RuntimeError, match="a bug"):
+        train(_cfg(shapes_splits, tmp_path / "run", max_steps=6))
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 2
