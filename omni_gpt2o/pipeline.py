@@ -1,7 +1,8 @@
 """Text -> image, in the diffusers habit: `OmniGPT2oPipeline.from_pretrained(ckpt)(prompt).images`.
 
 The sampler draws from text alone: it starts from a pure-noise draft (strength 1), and at each of K
-steps feeds the previous output back as the next draft, re-noised at a falling strength. With a
+steps predicts the clean picture, then builds the next, weaker draft from that prediction and the noise
+the current draft holds (the DDIM habit; `eta` > 0 mixes in fresh noise). With a
 `draft` picture (given, or a Stable Diffusion draft of the prompt) it starts from that picture instead,
 at `draft_strength` (the img2img habit).
 Classifier-free guidance mixes the prompt's prediction with the empty prompt's.
