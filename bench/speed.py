@@ -17,7 +17,7 @@ from omni_gpt2o.config import get_preset
 from omni_gpt2o.drafts import make_draft, sample_strengths
 from omni_gpt2o.model import LossWeights, build_model, compute_losses
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.utils import autocast_dtype
+from omni_gpt2o.utils import autocast, autocast_dtype
 
 CAPTIONS = ["a picture of a red circle to the left of a blue square", "a large green triangle at the top",
             "there is a yellow circle below a magenta square", "a small cyan square in the center"]
@@ -55,7 +55,7 @@ def main() -> None:
         def step(amp=amp):
             ids, mask = model.tokenize(captions)
             t = sample_strengths(b)
-            with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast(torch.device("cpu"), amp):
                 out = model(ids, mask, make_draft(clean, t), t, sample_latents=True)
                 target = model.image_encoder(clean)
             loss = compute_losses(out, clean, target, LossWeights())["loss"]
@@ -65,7 +65,7 @@ def main() -> None:
 
         def frozen_only(amp=amp):
             ids, mask = model.tokenize(captions)
-            with torch.no_grad(), torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            with torch.no_grad(), autocast(torch.device("cpu"), amp):
                 model.image_encoder(clean)
                 model.image_encoder(clean)
                 model.text_encoder(model.text_encoder.embed(ids), mask)

@@ -22,7 +22,7 @@ from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
 from omni_gpt2o.drafts import degrade, implied_noise, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
 from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource
-from omni_gpt2o.utils import autocast_dtype, resolve_device, to_pil
+from omni_gpt2o.utils import autocast, autocast_dtype, resolve_device, to_pil
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +118,7 @@ class OmniGPT2oPipeline:
     def _predict(self, ids, mask, draft, strength, guidance_scale: float | None) -> torch.Tensor:
         if guidance_scale is not None:
             draft, strength = torch.cat([draft, draft]), torch.cat([strength, strength])
-        with torch.autocast(self.device.type, dtype=self.autocast or torch.float32,
-                            enabled=self.autocast is not None):
+        with autocast(self.device, self.autocast):
             out = self.model(ids, mask, draft, strength).image.float()
         if guidance_scale is not None:
             cond, uncond = out.chunk(2)

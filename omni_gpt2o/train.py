@@ -15,7 +15,7 @@ import json
 import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.sd_drafts import describe, find_draft_store
-from omni_gpt2o.utils import autocast_dtype, image_grid, resolve_device, seed_everything
+from omni_gpt2o.utils import autocast, autocast_dtype, image_grid, resolve_device, seed_everything
 
 
 @dataclass
@@ -316,7 +316,7 @@ def params_of(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
 @torch.no_grad()
 def frozen_targets(model: OmniGPT2o, clean: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
     """The frozen ViT's patch tokens of the clean pictures: the alignment loss's target."""
-    with _autocast(clean.device, amp):
+    with autocast(clean.device, amp):
         return model.image_encoder(clean)
 
 
@@ -331,7 +331,7 @@ def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean
     low = high * (0.3 + 0.6 * torch.rand(b, generator=generator))
     high, low = high.to(clean.device), low.to(clean.device)
     strong = make_draft(clean, high, generator)
-    with _autocast(clean.device, amp):
+    with autocast(clean.device, amp):
         guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
     return degrade(guess, low, implied_noise(strong, guess, high)), low
 
@@ -355,7 +355,7 @@ def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, cle
     draft = make_draft(source, strength, generator)
     if cfg.rollout and torch.rand(1, generator=generator).item() < cfg.rollout:
         draft, strength = rollout_draft(model, ids, mask, clean, generator, amp)
-    with _autocast(clean.device, amp):
+    with autocast(clean.device, amp):
         out = model(ids, mask, draft, strength, sample_latents=True, generator=generator)
     losses = compute_losses(out, clean, target_tokens, loss_weights(cfg))
     optimizer.zero_grad(set_to_none=True)
@@ -387,7 +387,7 @@ def validate(model: OmniGPT2o, val_set: CaptionedImages, cfg: TrainConfig, amp, 
         strength = torch.linspace(0.05, 1.0, b, device=device)[torch.randperm(b, generator=generator)]
         draft = make_draft(clean, strength, generator)
         ids, mask = model.tokenize(captions)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             out = model(ids, mask, draft, strength)
         target = frozen_targets(model, clean, amp)
         for k, v in compute_losses(out, clean, target, loss_weights(cfg)).items():
@@ -455,10 +455,6 @@ def advance(bar: tqdm, amount: float) -> None:
     if bar.total is not None:
         amount = min(amount, bar.total - bar.n)
     bar.update(amount)
-
-
-def _autocast(device: torch.device, amp: torch.dtype | None):
-    return torch.autocast(device.type, dtype=amp) if amp is not None else nullcontext()
 
 
 def _raise_stop(signum, frame):

@@ -113,6 +113,7 @@ def precompute(model, dataset, cache_dir: str | Path, batch_size: int = 64, num_
     from tqdm.auto import tqdm
 
     from omni_gpt2o.data.dataset import collate, to_unit_range
+    from omni_gpt2o.utils import autocast
 
     features = feature_cache(cache_dir, model, dataset.records, dataset.image_size)
     pixels = pixel_cache(cache_dir, dataset.records, dataset.image_size)
@@ -125,7 +126,7 @@ def precompute(model, dataset, cache_dir: str | Path, batch_size: int = 64, num_
             if batch.captions:
                 pixels.put(batch.indices, batch.images)
                 clean = to_unit_range(batch.images.to(device))
-                with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                with torch.no_grad(), autocast(device, amp):
                     features.put(batch.indices, model.image_encoder(clean))
                 encoded += len(batch.indices)
             bar.update(len(batch.indices) + len(batch.errors))
