@@ -50,7 +50,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = build_model(get_preset("tiny"))
     amp = autocast_dtype(torch.device("cpu"), "auto")
-    cfg = TrainConfig(data="", out="")
+    cfg = TrainConfig(data="", out="", rollout=0.0)  # a plain step: the figure the README quotes
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4, fused=True)
     ema = EMA(model, 0.999)
     with tempfile.TemporaryDirectory() as tmp:
