@@ -41,6 +41,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = build_model(get_preset(args.preset))
+    model.text_encoder.use_attention_for(torch.device("cpu"))
     size, b = model.config.image_size, args.batch_size
     captions = (CAPTIONS * b)[:b]
     clean = torch.rand(b, 3, size, size) * 2 - 1

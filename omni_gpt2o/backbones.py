@@ -83,6 +83,11 @@ class FrozenGPT2(nn.Module):
         )
         return enc["input_ids"], enc["attention_mask"]
 
+    def use_attention_for(self, device: torch.device) -> None:
+        """Plain (eager) attention on CPU, where it is faster than the fused kernel for these short
+        sequences (bench/speed.py); the library's default (SDPA) elsewhere."""
+        self.model.set_attn_implementation("eager" if device.type == "cpu" else "sdpa")
+
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.wte(input_ids)
 

@@ -121,6 +121,8 @@ def build_parser() -> Parser:
     flag(p, "--seed", type=int, default=0)
     flag(p, "--debug", action="store_true", help="a few samples, one epoch, log every step")
     flag(p, "--save-interval", type=positive_int, default=1, help="epochs between `last` checkpoints")
+    flag(p, "--snapshot-minutes", type=float,
+         help="also keep the weights every this many training minutes (checkpoints/snapshots/, for a curve)")
     flag(p, "--checkpoint-path", help="resume from a `last` checkpoint")
     flag(p, "--use-clearml", action="store_true")
     flag(p, "--device", default="auto")
@@ -153,6 +155,8 @@ def build_parser() -> Parser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="generate from this checkpoint and judge the pictures")
     source.add_argument("--manifest", help="judge the pictures of a `generate` output folder instead")
+    source.add_argument("--snapshots", help="score every snapshot of a run (RUN/checkpoints/snapshots) and plot "
+                        "accuracy against training minutes")
     flag(p, "--data", help="Shapes split whose captions are the prompts (with --checkpoint)")
     flag(p, "--max-prompts", type=positive_int, help="at most this many prompts (one per picture)")
     flag(p, "--steps", type=positive_int, default=8)
@@ -169,6 +173,8 @@ def build_parser() -> Parser:
     flag(p, "--train-images", type=positive_int, default=20000)
     flag(p, "--val-images", type=positive_int, default=400)
     flag(p, "--seed", type=int, default=0)
+    flag(p, "--curve-points", type=int, default=6,
+         help="snapshots along the run, each scored, for learning_curve.png (0: none)")
     return parser
 
 
@@ -253,11 +259,35 @@ def run(args: argparse.Namespace) -> None:
         print(f"wrote {len(records)} pictures and manifest.jsonl to {args.out_dir}")
 
     elif args.command == "evaluate":
-        from omni_gpt2o.evaluate import evaluate_manifest, evaluate_pipeline, format_scores, split_prompts, write_report
+        from omni_gpt2o.evaluate import (
+            evaluate_manifest,
+            evaluate_pipeline,
+            format_scores,
+            learning_curve,
+            plot_learning_curve,
+            split_prompts,
+            write_report,
+        )
         from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
         if args.manifest:
             result = evaluate_manifest(args.manifest)
+        elif args.snapshots:
+            if not args.data:
+                raise OmniError("--data is needed with --snapshots: the split whose captions to draw")
+            _check_dir(args.snapshots, "--snapshots")
+            _check_dir(args.data, "--data")
+            points = learning_curve(args.snapshots, split_prompts(args.data, args.max_prompts), steps=args.steps,
+                                    guidance=args.guidance, seed=args.seed, device=args.device)
+            for p in points:
+                print(f"{p['snapshot']}: {p['minutes']:.1f} min, step {p['step']}: one-object full "
+                      f"{100 * p['scores']['one_object']['full']:.1f}%, two-object full "
+                      f"{100 * p['scores']['two_object']['full']:.1f}%")
+            out = Path(args.out) if args.out else Path(args.snapshots) / "learning_curve.json"
+            write_report({"points": points}, out)
+            plot_learning_curve(points, out.with_suffix(".png"))
+            print(f"wrote {out} and {out.with_suffix('.png')}")
+            return
         else:
             if not args.data:
                 raise OmniError("--data is needed with --checkpoint: the split whose captions to draw")
@@ -276,7 +306,7 @@ def run(args: argparse.Namespace) -> None:
         from omni_gpt2o.demo import run_demo
 
         run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
-                 seed=args.seed)
+                 seed=args.seed, curve_points=args.curve_points)
 
 
 def _check_dir(path: str, name: str) -> None:

@@ -68,9 +68,12 @@ class CrossAttention(nn.Module):
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
 
-        mask = context_mask.bool()[:, None, None, :]  # padded tokens are never attended
-        attn = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=mask)
-        attn = attn.transpose(1, 2).reshape(b, h * w, c)
+        # Plain matmul attention: with a context of a few dozen tokens it beats the fused kernel, whose
+        # CPU backward pass is slow at these shapes (bench/speed.py: a tiny training step ~12% faster).
+        q, k, v = split(q), split(k), split(v)
+        scores = (q @ k.transpose(-1, -2)) * (c // self.heads) ** -0.5
+        scores = scores.masked_fill(~context_mask.bool()[:, None, None, :], float("-inf"))  # skip padding
+        attn = (scores.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, h * w, c)
         return x + self.out(attn).transpose(1, 2).view(b, c, h, w)
 
 

@@ -4,7 +4,8 @@
     DIR/run/                 the training run (checkpoints, tensorboard, loss curve)
     DIR/checkpoint/          the best checkpoint, for `omni-gpt2o generate`
     DIR/samples.png          prompts (held-out colour-shape pairs among them) and their pictures
-    DIR/report.json          what was trained, for how long, and its scores
+    DIR/report.json          what was trained, for how long, its scores, and those of snapshots on the way
+    DIR/learning_curve.png   accuracy against training minutes
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.data.shapes import make_shapes
-from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
+from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
@@ -57,7 +58,7 @@ def _shapes_split(out: Path, split: str, num_images: int, seed: int) -> Path:
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images: int = 20000,
-             val_images: int = 400, seed: int = 0, batch_size: int = 32) -> dict:
+             val_images: int = 400, seed: int = 0, batch_size: int = 32, curve_points: int = 6) -> dict:
     out = Path(out)
     started = time.time()
     train_dir = _shapes_split(out / "data" / "train", "train", train_images, seed)
@@ -66,7 +67,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images:
     print(f"training the `tiny` preset for {minutes:g} minutes on {torch.get_num_threads()} CPU threads",
           flush=True)
     cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset="tiny",
-                      minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256)
+                      minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256,
+                      snapshot_minutes=minutes / curve_points if curve_points else None)
     best = train(cfg)
 
     # The checkpoint people use: the best weights, without the state only resuming needs.
@@ -85,6 +87,13 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images:
     evaluation = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=GUIDANCE, seed=seed)
     print(format_scores(evaluation["scores"]), flush=True)
 
+    curve = None
+    if curve_points:
+        print(f"learning curve: scoring {curve_points} snapshots along the run", flush=True)
+        curve = learning_curve(out / "run" / "checkpoints" / "snapshots", split_prompts(val_dir), SAMPLE_STEPS,
+                               GUIDANCE, seed, device="cpu")
+        plot_learning_curve(curve, out / "learning_curve.png")
+
     meta = read_config(ckpt)
     report = {
         "preset": "tiny",
@@ -98,6 +107,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images:
         "sample_steps": SAMPLE_STEPS,
         "guidance": GUIDANCE,
         "scores": evaluation["scores"],
+        "learning_curve": curve,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},
         "wall_minutes": round((time.time() - started) / 60, 2),

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from omni_gpt2o.checkpoint import read_config
 from omni_gpt2o.data.dataset import read_split
 from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.judge import judge, summarise
@@ -58,6 +59,47 @@ def evaluate_manifest(folder: str | Path) -> dict:
         judgements.append(j)
         records.append({"prompt": entry["prompt"], "file": entry["file"], **vars(j)})
     return {"scores": summarise(judgements), "prompts": len(records), "judgements": records}
+
+
+def learning_curve(snapshots: str | Path, prompts: list[str], steps: int = 8, guidance: float = 3.0,
+                   seed: int = 0, device: str = "auto", progress: bool = True) -> list[dict]:
+    """Score every snapshot a run kept (`train --snapshot-minutes`): accuracy against training time."""
+    folders = sorted(f for f in Path(snapshots).glob("*") if (f / "config.json").is_file())  # names sort by time
+    if not folders:
+        raise OmniError(f"{snapshots} holds no snapshots (train with --snapshot-minutes)")
+    points = []
+    for folder in tqdm(folders, desc="snapshots", unit="ckpt", disable=not progress):
+        trained = read_config(folder).get("trained", {})
+        pipe = OmniGPT2oPipeline.from_pretrained(folder, device=device)
+        scores = evaluate_pipeline(pipe, prompts, steps, guidance, seed, progress=False)["scores"]
+        points.append({"snapshot": folder.name, "minutes": round(trained.get("elapsed", 0.0) / 60, 2),
+                       "step": trained.get("step"), "scores": scores})
+    return points
+
+
+def plot_learning_curve(points: list[dict], path: str | Path) -> None:
+    """Full-prompt accuracy (one object, two objects, held-out pairs) and shape accuracy against minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [p["minutes"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for group, metric, label in (("one_object", "full", "one object: full prompt"),
+                                 ("two_object", "full", "two objects: full prompt"),
+                                 ("held_out", "full", "held-out pairs: full prompt"),
+                                 ("all", "shape", "shape (all prompts)")):
+        ax.plot(minutes, [100 * (p["scores"].get(group, {}).get(metric) or 0) for p in points], "o-", label=label)
+    ax.set_xlabel("training minutes")
+    ax.set_ylabel("accuracy on validation captions (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
 
 
 def format_scores(scores: dict) -> str:

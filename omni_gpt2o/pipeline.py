@@ -41,6 +41,7 @@ class OmniGPT2oPipeline:
                  draft_config: SDDraftConfig | None = None):
         self.model = model.eval()
         self.device = torch.device(device)
+        model.text_encoder.use_attention_for(self.device)
         self.autocast = autocast_dtype(self.device, precision)
         self.draft_config = draft_config  # which Stable Diffusion model draws draft="sd" (default: sd-turbo)
         self.draft_source: SDDraftSource | None = None  # loaded on first use

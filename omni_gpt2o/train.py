@@ -71,6 +71,7 @@ class TrainConfig:
     seed: int = 0
     debug: bool = False
     save_interval: int = 1  # epochs between `last` checkpoints
+    snapshot_minutes: float | None = None  # also keep the weights every this many training minutes (a curve)
     checkpoint_path: str | None = None  # resume from this checkpoint (a `last` folder)
     use_clearml: bool = False
     device: str = "auto"
@@ -151,6 +152,7 @@ def train(cfg: TrainConfig) -> Path:
             config = config.replace(**cfg.model_overrides)
         model = build_model(config).to(device)
     model.train()
+    model.text_encoder.use_attention_for(device)
     params = model.trainable_parameters()
     n_trained, n_all = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
 
@@ -269,6 +271,11 @@ def train(cfg: TrainConfig) -> Path:
                     state["elapsed"] += now - tick
                     advance(bar, now - tick if budget else 1)
                     tick = now
+                    if cfg.snapshot_minutes and state["elapsed"] >= 60 * cfg.snapshot_minutes * (
+                            state.get("snapshots", 0) + 1):
+                        state["snapshots"] = int(state["elapsed"] // (60 * cfg.snapshot_minutes))
+                        checkpoint(snapshot_name(state["snapshots"] * cfg.snapshot_minutes), with_state=False)
+                        tick = time.perf_counter()  # writing files is not training time
                     if state["step"] % cfg.log_every == 0 or state["step"] == 1:
                         log(losses, lr)
                 state["batch_in_epoch"] += 1
@@ -303,6 +310,12 @@ def train(cfg: TrainConfig) -> Path:
     print(f"done: {state['step']} steps in {state['elapsed'] / 60:.1f} min; best val "
           f"{state['best_val'] if state['best_val'] is not None else 'n/a'}; checkpoints in {run_dir / 'checkpoints'}")
     return run_dir / "checkpoints" / ("best" if state["best_val"] is not None else "last")
+
+
+def snapshot_name(minutes: float) -> str:
+    """`snapshots/min-010.0`: the EMA weights after that many minutes of training (the exact time and
+    step are in its config.json)."""
+    return f"snapshots/min-{minutes:05.1f}"
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
@@ -444,7 +457,7 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax.set_ylabel("loss")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -149,3 +149,31 @@ def test_an_unexpected_error_still_saves_last(tmp_path, shapes_splits, monkeypat
         train(_cfg(shapes_splits, tmp_path / "run", max_steps=6))
     state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert state["step"] == 2
+
+
+def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes_splits, monkeypatch):
+    clock = {"now": 0.0}
+
+    def fake_clock() -> float:  # every reading is 7 s later: the schedule is exact, not timing-dependent
+        clock["now"] += 7.0
+        return clock["now"]
+
+    monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
+    train(_cfg(shapes_splits, tmp_path / "run", minutes=2.0, snapshot_minutes=0.5, epochs=100))
+    monkeypatch.undo()
+    snapshots = tmp_path / "run" / "checkpoints" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["min-000.5", "min-001.0", "min-001.5", "min-002.0"]
+
+    from omni_gpt2o.cli import main
+
+    _, val_dir = shapes_splits
+    out = tmp_path / "curve.json"
+    assert main(["evaluate", "--snapshots", str(snapshots), "--data", str(val_dir), "--max-prompts", "4",
+                 "--steps", "2", "--out", str(out)]) == 0
+    points = json.loads(out.read_text())["points"]
+    assert [p["snapshot"] for p in points] == ["min-000.5", "min-001.0", "min-001.5", "min-002.0"]
+    steps = [p["step"] for p in points]
+    assert steps == sorted(steps) and steps[0] < steps[-1]  # later snapshots hold later weights
+    assert all(0.5 * (i + 1) <= p["minutes"] < 0.5 * (i + 1) + 0.2 for i, p in enumerate(points))
+    assert all(p["scores"]["all"]["n"] == 4 for p in points)
+    assert out.with_suffix(".png").stat().st_size > 1000
