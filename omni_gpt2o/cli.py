@@ -169,7 +169,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
     flag(p, "--out", default="runs/demo")
-    flag(p, "--minutes", type=float, default=10.0, help="training time budget")
+    flag(p, "--minutes", type=float, default=15.0, help="training time budget")
     flag(p, "--train-images", type=positive_int, default=20000)
     flag(p, "--val-images", type=positive_int, default=400)
     flag(p, "--seed", type=int, default=0)

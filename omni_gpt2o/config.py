@@ -35,14 +35,19 @@ class OmniConfig:
     decoder_attention_levels: tuple[int, ...] = (2, 3)  # levels with cross-attention to the text
     decoder_blocks: int = 1  # residual blocks per level
     decoder_heads: int = 4
+    # > 1: the decoder folds each p x p block of pixels into channels on the way in and unfolds its
+    # output the same way (pixel shuffle), so its first level runs at image_size / p. Every output pixel
+    # is still predicted on its own: the picture keeps full resolution and sharp edges.
+    decoder_patch: int = 1
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)
         self.decoder_attention_levels = tuple(self.decoder_attention_levels)
-        if self.image_size % (2 ** (len(self.decoder_channels) - 1)):
+        factor = self.decoder_patch * 2 ** (len(self.decoder_channels) - 1)
+        if self.image_size % factor:
             raise ValueError(
-                f"image_size {self.image_size} must be divisible by 2**{len(self.decoder_channels) - 1} "
-                f"for a decoder with {len(self.decoder_channels)} levels"
+                f"image_size {self.image_size} must be divisible by {factor} for a decoder with "
+                f"{len(self.decoder_channels)} levels and decoder_patch {self.decoder_patch}"
             )
         if any(level >= len(self.decoder_channels) for level in self.decoder_attention_levels):
             raise ValueError("decoder_attention_levels must index decoder_channels")
@@ -86,8 +91,9 @@ PRESETS: dict[str, OmniConfig] = {
         image_model_pretrained=False,
         image_size=64,
         latent_dim=16,
-        decoder_channels=(32, 64, 96, 128),
-        decoder_attention_levels=(2, 3),
+        decoder_patch=2,  # levels at 32, 16, 8 px: 1.6x faster steps than a 64 px first level, better per minute
+        decoder_channels=(64, 96, 128),
+        decoder_attention_levels=(1, 2),
     ),
     # The real thing (GPU + network): pretrained GPT-2 small and ViT-B/16, 224 x 224 pixels.
     "gpt2-vit-b": OmniConfig(

@@ -97,15 +97,16 @@ class Level(nn.Module):
 
 class PixelDecoder(nn.Module):
     def __init__(self, latent_dim: int, context_dim: int, channels: tuple[int, ...],
-                 attention_levels: tuple[int, ...], blocks: int = 1, heads: int = 4):
+                 attention_levels: tuple[int, ...], blocks: int = 1, heads: int = 4, patch: int = 1):
         super().__init__()
+        self.patch = patch
         emb_dim = 4 * channels[0]
         self.emb_dim = emb_dim
         self.strength_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # The prompt as a whole (mean of GPT-2's token states) joins the strength in every block's FiLM,
         # so even the full-resolution blocks, which have no cross-attention, know what to draw.
         self.text_pool = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, emb_dim))
-        self.conv_in = nn.Conv2d(3, channels[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(3 * patch**2, channels[0], 3, padding=1)
 
         def ctx(level: int) -> int | None:
             return context_dim if level in attention_levels else None
@@ -124,14 +125,14 @@ class PixelDecoder(nn.Module):
             for i in range(n - 1)
         )
         self.norm_out = nn.GroupNorm(_groups(channels[0]), channels[0])
-        self.conv_out = nn.Conv2d(channels[0], 3, 3, padding=1)
+        self.conv_out = nn.Conv2d(channels[0], 3 * patch**2, 3, padding=1)
 
     def forward(self, latents: torch.Tensor, draft: torch.Tensor, strength: torch.Tensor,
                 context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
         weights = context_mask.to(context.dtype).unsqueeze(-1)
         pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
         emb = self.strength_mlp(strength_embedding(strength, self.emb_dim).to(draft.dtype)) + self.text_pool(pooled)
-        h = self.conv_in(draft)
+        h = self.conv_in(F.pixel_unshuffle(draft, self.patch) if self.patch > 1 else draft)
         skips = []
         for i, level in enumerate(self.down):
             h = level(h, emb, context, context_mask)
@@ -144,4 +145,5 @@ class PixelDecoder(nn.Module):
         for i in reversed(range(len(self.up))):
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = self.up[i](torch.cat([h, skips[i]], dim=1), emb, context, context_mask)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out

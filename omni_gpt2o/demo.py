@@ -57,7 +57,7 @@ def _shapes_split(out: Path, split: str, num_images: int, seed: int) -> Path:
     return out
 
 
-def run_demo(out: str | Path = "runs/demo", minutes: float = 10.0, train_images: int = 20000,
+def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = 20000,
              val_images: int = 400, seed: int = 0, batch_size: int = 32, curve_points: int = 6) -> dict:
     out = Path(out)
     started = time.time()

@@ -80,7 +80,7 @@ class OmniGPT2o(nn.Module):
         self.alignment_head = nn.Linear(gpt_w, vit_w)
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
-            config.decoder_blocks, config.decoder_heads,
+            config.decoder_blocks, config.decoder_heads, config.decoder_patch,
         )
 
     FROZEN = ("text_encoder", "image_encoder")

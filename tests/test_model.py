@@ -97,3 +97,22 @@ def test_loss_terms():
     assert abs(losses["kl"].item() - 0.5) < 1e-6  # 0.5 * mean^2
     assert abs(losses["alignment"].item() - 2.0) < 1e-5  # cosine -1
     assert abs(losses["loss"].item() - (0.25 + 2.0 * 0.5 + 0.5 * 2.0)) < 1e-5
+
+
+def test_a_patched_decoder_still_draws_every_pixel():
+    from omni_gpt2o.config import get_preset
+    from omni_gpt2o.decoder import PixelDecoder
+
+    torch.manual_seed(0)
+    decoder = PixelDecoder(latent_dim=8, context_dim=16, channels=(16, 32), attention_levels=(1,), heads=2, patch=2)
+    draft = torch.randn(2, 3, 32, 32, requires_grad=True)
+    context, mask = torch.randn(2, 5, 16), torch.ones(2, 5)
+    image = decoder(torch.randn(2, 8, 4, 4), draft, torch.rand(2), context, mask)
+    assert image.shape == (2, 3, 32, 32)  # full resolution out, not a smaller picture
+    # Each output pixel of a 2 x 2 block is its own prediction: the four differ.
+    blocks = image[0, 0].unfold(0, 2, 2).unfold(1, 2, 2).reshape(-1, 4)
+    assert (blocks.std(dim=1) > 0).float().mean() > 0.9
+    image.sum().backward()
+    assert draft.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="divisible by 12"):
+        get_preset("tiny").replace(decoder_patch=3)  # 3 levels: 3 x 2**2 = 12 does not divide 64 px
