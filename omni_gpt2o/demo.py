@@ -66,6 +66,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
 
     print(f"training the `tiny` preset for {minutes:g} minutes on {torch.get_num_threads()} CPU threads",
           flush=True)
+    snapshots = out / "run" / "checkpoints" / "snapshots"
+    shutil.rmtree(snapshots, ignore_errors=True)  # a fresh run: an earlier demo's snapshots would mix into the curve
     cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset="tiny",
                       minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256,
                       snapshot_minutes=minutes / curve_points if curve_points else None)
@@ -90,8 +92,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     curve = None
     if curve_points:
         print(f"learning curve: scoring {curve_points} snapshots along the run", flush=True)
-        curve = learning_curve(out / "run" / "checkpoints" / "snapshots", split_prompts(val_dir), SAMPLE_STEPS,
-                               GUIDANCE, seed, device="cpu")
+        curve = learning_curve(snapshots, split_prompts(val_dir), SAMPLE_STEPS, GUIDANCE, seed, device="cpu")
         plot_learning_curve(curve, out / "learning_curve.png")
 
     meta = read_config(ckpt)
