@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.fileio import OmniError
 
 
@@ -142,7 +143,7 @@ def build_parser() -> Parser:
     flag(p, "--out-dir", required=True)
     flag(p, "--seed", type=int, default=0)
     flag(p, "--steps", type=positive_int, default=8)
-    flag(p, "--guidance", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
     flag(p, "--batch-size", type=positive_int, default=16)
     flag(p, "--draft", default="noise", help="noise (text alone), sd (a Stable Diffusion draft), or a picture")
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
@@ -160,7 +161,7 @@ def build_parser() -> Parser:
     flag(p, "--data", help="Shapes split whose captions are the prompts (with --checkpoint)")
     flag(p, "--max-prompts", type=positive_int, help="at most this many prompts (one per picture)")
     flag(p, "--steps", type=positive_int, default=8)
-    flag(p, "--guidance", type=float, default=3.0)
+    flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
     flag(p, "--seed", type=int, default=0)
     flag(p, "--batch-size", type=positive_int, default=32)
     flag(p, "--out", help="write the scores and every judgement as JSON here")

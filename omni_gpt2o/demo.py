@@ -22,7 +22,7 @@ from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.data.shapes import make_shapes
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path
-from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.pipeline import DEFAULT_GUIDANCE, OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
 from omni_gpt2o.utils import image_grid
 
@@ -44,7 +44,7 @@ SAMPLE_PROMPTS = [
 
 
 SAMPLE_STEPS = 8
-GUIDANCE = 3.0
+GUIDANCE = DEFAULT_GUIDANCE
 
 
 def _shapes_split(out: Path, split: str, num_images: int, seed: int) -> Path:
@@ -85,10 +85,6 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     with atomic_path(out / "samples.png") as tmp:
         image_grid(images, SAMPLE_PROMPTS, cols=4, scale=2).save(tmp, format="PNG")
 
-    print(f"scoring: drawing {val_images} validation captions, judged on pixels", flush=True)
-    evaluation = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=GUIDANCE, seed=seed)
-    print(format_scores(evaluation["scores"]), flush=True)
-
     curve = None
     if curve_points:
         print(f"learning curve: scoring {curve_points} snapshots along the run", flush=True)
@@ -96,6 +92,15 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         plot_learning_curve(curve, out / "learning_curve.png")
 
     meta = read_config(ckpt)
+    # The best checkpoint is often the final snapshot (same step, same EMA weights): reuse its scores.
+    same = [p for p in curve or [] if p["step"] == meta.get("trained", {}).get("step")]
+    if same:
+        scores = same[0]["scores"]
+    else:
+        print(f"scoring: drawing {val_images} validation captions, judged on pixels", flush=True)
+        scores = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=GUIDANCE,
+                                   seed=seed)["scores"]
+    print(format_scores(scores), flush=True)
     report = {
         "preset": "tiny",
         "training": meta.get("trained", {}),
@@ -107,7 +112,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         "sample_prompts": SAMPLE_PROMPTS,
         "sample_steps": SAMPLE_STEPS,
         "guidance": GUIDANCE,
-        "scores": evaluation["scores"],
+        "scores": scores,
         "learning_curve": curve,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "torch": torch.__version__},

@@ -17,10 +17,10 @@ from omni_gpt2o.checkpoint import read_config
 from omni_gpt2o.data.dataset import read_split
 from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.judge import judge, summarise
-from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.pipeline import DEFAULT_GUIDANCE, OmniGPT2oPipeline
 
 GROUPS = ("all", "one_object", "two_object", "seen", "held_out")
-METRICS = ("colour", "shape", "size", "position", "no_extra", "full")
+METRICS = ("colour", "shape", "size", "position", "no_extra", "full", "clean")
 
 
 def split_prompts(split_dir: str | Path, max_prompts: int | None = None) -> list[str]:
@@ -29,7 +29,7 @@ def split_prompts(split_dir: str | Path, max_prompts: int | None = None) -> list
     return prompts[:max_prompts] if max_prompts else prompts
 
 
-def evaluate_pipeline(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, guidance: float = 3.0,
+def evaluate_pipeline(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, guidance: float = DEFAULT_GUIDANCE,
                       seed: int = 0, batch_size: int = 32, progress: bool = True) -> dict:
     """Generate one picture per prompt (seed + index) and judge it."""
     judgements, records = [], []
@@ -61,7 +61,7 @@ def evaluate_manifest(folder: str | Path) -> dict:
     return {"scores": summarise(judgements), "prompts": len(records), "judgements": records}
 
 
-def learning_curve(snapshots: str | Path, prompts: list[str], steps: int = 8, guidance: float = 3.0,
+def learning_curve(snapshots: str | Path, prompts: list[str], steps: int = 8, guidance: float = DEFAULT_GUIDANCE,
                    seed: int = 0, device: str = "auto", progress: bool = True) -> list[dict]:
     """Score every snapshot a run kept (`train --snapshot-minutes`): accuracy against training time."""
     folders = sorted(f for f in Path(snapshots).glob("*") if (f / "config.json").is_file())  # names sort by time

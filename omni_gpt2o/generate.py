@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from omni_gpt2o.fileio import OmniError, atomic_path
-from omni_gpt2o.pipeline import DraftInput, OmniGPT2oPipeline
+from omni_gpt2o.pipeline import DEFAULT_GUIDANCE, DraftInput, OmniGPT2oPipeline
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -31,7 +31,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | Path, seed: int = 0,
-                    steps: int = 8, guidance: float = 3.0, batch_size: int = 16,
+                    steps: int = 8, guidance: float = DEFAULT_GUIDANCE, batch_size: int = 16,
                     draft: DraftInput = None, draft_strength: float = 1.0,
                     save_drafts: bool = False, progress: bool = True) -> list[dict]:
     if any(not p.strip() for p in prompts):

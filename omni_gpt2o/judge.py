@@ -7,7 +7,8 @@ three steps:
 1. :func:`find_objects` labels every pixel with a palette colour or background and cuts each colour into
    connected blobs, measuring each blob (centre, box, fill, shape, size) in fractions of the picture.
 2. :func:`judge` matches the caption's objects to blobs by colour and checks shape, size, position or
-   relation, and that nothing else was drawn.
+   relation, and that nothing else was drawn. Apart from these (not part of ``full``),
+   :func:`edge_softness` measures how clean the picture is: flat colours and sharp edges.
 3. :func:`summarise` turns many judgements into accuracies by group (one/two objects, held-out/seen).
 """
 
@@ -34,12 +35,15 @@ __all__ = [
     "DetectedObject",
     "Judgement",
     "find_objects",
+    "edge_softness",
     "judge",
     "summarise",
     "MIN_AREA_FRAC",
     "SIZE_THRESHOLD",
     "POSITION_TOLERANCE",
     "RELATION_MIN_OFFSET",
+    "FLAT_TOLERANCE",
+    "MAX_EDGE_SOFTNESS",
 ]
 
 # --- Thresholds --------------------------------------------------------------------------------------
@@ -69,9 +73,19 @@ RELATION_MIN_OFFSET = 0.2
 # or not; a ring, an ellipse, a rectangle, a right-angled or upside-down triangle score 0.4 or more.
 MAX_SHAPE_ERROR = 0.3
 
+# Cleanliness, measured apart from correctness (it is not part of ``full``). A pixel is flat when it lies
+# within FLAT_TOLERANCE (RGB distance, 0-255 units) of black or of a palette colour, as every pixel the spec
+# draws does; the others are soft: blurred edges, smudges, off-palette tints.
+FLAT_TOLERANCE = 60.0
+# Soft pixels per outline pixel is about how wide, in pixels, the soft band along the objects' edges is:
+# 0 for the spec's pictures, about 1 for an antialiased drawing, 2 and more for a blurred one. A picture is
+# clean when it stays at or below this.
+MAX_EDGE_SOFTNESS = 1.5
+
 _COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 _PALETTE = np.array([COLOURS[c] for c in _COLOUR_NAMES], dtype=np.float32)  # (6, 3)
 _PALETTE_SQ = (_PALETTE**2).sum(axis=1)  # (6,)
+_FLAT_COLOURS = np.concatenate([np.zeros((1, 3), dtype=np.float32), _PALETTE])  # black, then the palette
 # Fraction of the bounding box a shape fills: turns a blob's pixel count back into a side length.
 _IDEAL_FILL = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}
 # 8-connectivity: a generated shape with a jagged diagonal edge stays one blob, and the spec keeps
@@ -291,6 +305,21 @@ def find_objects(image: Image.Image | np.ndarray, min_area_frac: float = MIN_ARE
     return found
 
 
+def edge_softness(image: Image.Image | np.ndarray) -> float:
+    """How many pixels wide, on average, the soft band along the objects' outlines is: soft pixels (neither
+    black nor a palette colour, see :data:`FLAT_TOLERANCE`) per outline pixel of the palette-coloured
+    blobs. 0 for the spec's own pictures; a picture with soft pixels and no object at all scores its
+    soft pixel count."""
+    rgb = _to_rgb_array(image)
+    dist_sq = ((rgb[..., None, :] - _FLAT_COLOURS) ** 2).sum(axis=-1).min(axis=-1)
+    soft = int(np.count_nonzero(dist_sq > FLAT_TOLERANCE**2))
+    fg = np.pad(_classify_pixels(rgb) >= 0, 1)
+    inner = fg[1:-1, 1:-1]
+    interior = inner & fg[:-2, 1:-1] & fg[2:, 1:-1] & fg[1:-1, :-2] & fg[1:-1, 2:]
+    outline = int(np.count_nonzero(inner & ~interior))
+    return soft / outline if outline else float(soft)
+
+
 # --- Judging one picture -----------------------------------------------------------------------------
 
 
@@ -307,6 +336,8 @@ class Judgement:
     position: bool
     no_extra: bool
     full: bool
+    softness: float = 0.0  # edge_softness of the picture; not part of `full`
+    clean: bool = True  # softness <= MAX_EDGE_SOFTNESS: flat colours, sharp edges
 
 
 def _in_region(obj: DetectedObject, phrase: str) -> bool:
@@ -371,6 +402,7 @@ def judge(image: Image.Image | np.ndarray, caption: str | CaptionMeaning) -> Jud
 
     held_out = any((colour, shape) in HELD_OUT_PAIRS for _, colour, shape in named)
     full = colour_ok and shape_ok and size_ok is not False and position_ok and no_extra
+    softness = edge_softness(image)
     return Judgement(
         n_objects=len(named),
         held_out=held_out,
@@ -380,12 +412,14 @@ def judge(image: Image.Image | np.ndarray, caption: str | CaptionMeaning) -> Jud
         position=position_ok,
         no_extra=no_extra,
         full=full,
+        softness=round(softness, 3),
+        clean=softness <= MAX_EDGE_SOFTNESS,
     )
 
 
 # --- Summaries ---------------------------------------------------------------------------------------
 
-_CHECKS: tuple[str, ...] = ("colour", "shape", "size", "position", "no_extra", "full")
+_CHECKS: tuple[str, ...] = ("colour", "shape", "size", "position", "no_extra", "full", "clean")
 
 
 def _group_summary(judgements: list[Judgement]) -> dict:
@@ -400,6 +434,7 @@ def _group_summary(judgements: list[Judgement]) -> dict:
         # An empty group has no accuracy (None), rather than a misleading 0 or 1.
         out[check] = round(k / len(pool), 4) if pool else None
     out["correct"] = correct
+    out["edge_softness"] = round(sum(j.softness for j in judgements) / n, 3) if n else None
     return out
 
 
@@ -409,7 +444,8 @@ def summarise(judgements: list[Judgement]) -> dict:
 
     Each group gives ``n`` (pictures), ``n_size`` (those whose caption says a size, the pool of the size
     accuracy), one accuracy per check (``colour``, ``shape``, ``size``, ``position``, ``no_extra``,
-    ``full``; None for an empty pool) and ``correct``: the counts behind them.
+    ``full``, and ``clean``, which ``full`` does not include; None for an empty pool), ``correct``: the
+    counts behind them, and ``edge_softness``: the mean of the pictures' (see :func:`edge_softness`).
     """
     groups = {
         "all": judgements,

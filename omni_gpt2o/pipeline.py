@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.checkpoint import load_checkpoint
+from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
 from omni_gpt2o.drafts import degrade, implied_noise, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
@@ -54,7 +55,8 @@ class OmniGPT2oPipeline:
         return cls(model, dev, precision, draft_config)
 
     @torch.no_grad()
-    def __call__(self, prompt: str | list[str], num_inference_steps: int = 8, guidance_scale: float = 3.0,
+    def __call__(self, prompt: str | list[str], num_inference_steps: int = 8,
+                 guidance_scale: float = DEFAULT_GUIDANCE,
                  generator: torch.Generator | list[torch.Generator] | None = None, draft: DraftInput = None,
                  draft_strength: float = 1.0, eta: float = 0.0, return_drafts: bool = False) -> PipelineOutput:
         """Draw `prompt`(s). `draft`: None or "noise" (from text alone), "sd" (a Stable Diffusion draft of

@@ -25,7 +25,7 @@ from omni_gpt2o.data.shapes import (
     parse_caption,
     render_scene,
 )
-from omni_gpt2o.judge import DetectedObject, Judgement, find_objects, judge, summarise
+from omni_gpt2o.judge import DetectedObject, Judgement, edge_softness, find_objects, judge, summarise
 
 CHECKS = ("colour", "shape", "size", "position", "no_extra", "full")
 
@@ -187,6 +187,28 @@ def test_mild_blur_and_noise_still_pass(splits: dict, name: str, degrade) -> Non
     assert summary["full"] >= 0.95, (name, summary)
 
 
+def antialiased(pixels: np.ndarray) -> Image.Image:
+    """The picture as a careful renderer would draw it: 4x supersampled, edges averaged over about a pixel."""
+    big = Image.fromarray(pixels).resize((4 * pixels.shape[1], 4 * pixels.shape[0]), Image.NEAREST)
+    return big.filter(ImageFilter.BoxBlur(2)).resize((pixels.shape[1], pixels.shape[0]), Image.BOX)
+
+
+def test_clean_pictures_and_soft_ones_are_told_apart(splits: dict) -> None:
+    pictures = splits[64][:60]
+    true = judge_all(pictures)
+    assert all(j.softness == 0 and j.clean for j in true)
+    assert all(judge(np.asarray(antialiased(p)), c[0]).clean for p, c, _ in pictures)
+    assert all(judge(noisy(p), c[0]).clean for p, c, _ in pictures)  # noise on flat colours stays flat
+    soft = [judge(Image.fromarray(p).filter(ImageFilter.GaussianBlur(1.5)), c[0]) for p, c, _ in pictures]
+    assert not any(j.clean for j in soft)
+    # Softness grows with the blur: the band along the edges widens.
+    one = pictures[0][0]
+    widths = [edge_softness(Image.fromarray(one).filter(ImageFilter.GaussianBlur(r))) for r in (0.5, 1.0, 2.0)]
+    assert widths == sorted(widths) and widths[0] < 1.0 < widths[-1]
+    assert summarise(true + soft)["all"]["clean"] == round(len(true) / (len(true) + len(soft)), 4)
+    assert summarise(true)["all"]["edge_softness"] == 0 and summarise(soft)["all"]["edge_softness"] > 1.5
+
+
 # --- Hand-made pictures ------------------------------------------------------------------------------
 
 
@@ -340,6 +362,11 @@ def test_summarise_groups() -> None:
     assert s["one_object"]["n_size"] == 2 and s["one_object"]["size"] == 0.5
     assert s["two_object"]["n_size"] == 0 and s["two_object"]["size"] is None
     assert s["held_out"]["size"] == 1.0 and s["seen"]["size"] == 0.0
+    # Cleanliness is counted like a check but is not part of `full`.
+    murky = replace(j(1, False, True), softness=3.0, clean=False)
+    s = summarise([*judgements, murky])
+    assert s["all"]["clean"] == round(5 / 6, 4) and s["all"]["full"] == round(4 / 6, 4)
+    assert s["one_object"]["edge_softness"] == 0.75
     empty = summarise([])["all"]
     assert empty["n"] == 0 and empty["full"] is None
 

@@ -1,0 +1,48 @@
+"""Which classifier-free guidance scale draws best? (a benchmark, not a test)
+
+    .venv/bin/python bench/guidance.py --checkpoint runs/demo/checkpoint runs/demo60/checkpoint
+
+Scores each checkpoint at several guidance scales with the pixel judge. The prompts come from a Shapes
+split made for this purpose only (seed 101, held-out pairs included), never the demo's validation split,
+so the scale chosen here (`DEFAULT_GUIDANCE`) is not tuned to the captions the demo reports on.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from omni_gpt2o.data.shapes import make_shapes
+from omni_gpt2o.evaluate import evaluate_pipeline, split_prompts
+from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+TUNING_SEED = 101  # the demo's splits use seed 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", nargs="+", required=True)
+    parser.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.25, 1.5, 2.0, 2.5, 3.0])
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=400, help="pictures in the tuning split, one prompt each")
+    parser.add_argument("--work", default="runs/guidance")
+    args = parser.parse_args()
+
+    split = Path(args.work) / f"tune-{args.prompts}"
+    if not (split / "captions.json").is_file():
+        make_shapes(split, args.prompts, split="val", seed=TUNING_SEED, size=64)
+    prompts = split_prompts(split)
+    print(f"{len(prompts)} prompts from {split}; {args.steps} sampling steps; full-prompt accuracy")
+    print(f"{'checkpoint':<40} {'guidance':>8} {'one':>6} {'two':>6} {'held-out':>9} {'seen':>6}")
+    for ckpt in args.checkpoint:
+        pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device="cpu")
+        for scale in args.scales:
+            s = evaluate_pipeline(pipe, prompts, steps=args.steps, guidance=scale, progress=False)["scores"]
+            one, two = s["one_object"]["full"], s["two_object"]["full"]
+            held, seen = s["held_out"]["full"], s["seen"]["full"]
+            print(f"{ckpt:<40} {scale:>8g} {100 * one:>5.1f}% {100 * two:>5.1f}% "
+                  f"{100 * held:>8.1f}% {100 * seen:>5.1f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
