@@ -262,9 +262,12 @@ def find_objects(image: Image.Image | np.ndarray, min_area_frac: float = MIN_ARE
     8-connected blobs per colour, and blobs smaller than ``min_area_frac`` of the picture (and than
     three pixels) are dropped as specks. Nothing is merged: two blobs of one colour are two objects.
     """
-    rgb = _to_rgb_array(image)
-    h, w = rgb.shape[:2]
-    classes = _classify_pixels(rgb)
+    return _objects_of(_classify_pixels(_to_rgb_array(image)), min_area_frac)
+
+
+def _objects_of(classes: np.ndarray, min_area_frac: float = MIN_AREA_FRAC) -> list[DetectedObject]:
+    """:func:`find_objects` on pixels already classified."""
+    h, w = classes.shape
     rows, cols, fg_classes, component = _label_components(classes)
     if component.size == 0:
         return []
@@ -311,9 +314,14 @@ def edge_softness(image: Image.Image | np.ndarray) -> float:
     blobs. 0 for the spec's own pictures; a picture with soft pixels and no object at all scores its
     soft pixel count."""
     rgb = _to_rgb_array(image)
+    return _softness_of(rgb, _classify_pixels(rgb))
+
+
+def _softness_of(rgb: np.ndarray, classes: np.ndarray) -> float:
+    """:func:`edge_softness` of a picture whose pixels are already classified."""
     dist_sq = ((rgb[..., None, :] - _FLAT_COLOURS) ** 2).sum(axis=-1).min(axis=-1)
     soft = int(np.count_nonzero(dist_sq > FLAT_TOLERANCE**2))
-    fg = np.pad(_classify_pixels(rgb) >= 0, 1)
+    fg = np.pad(classes >= 0, 1)
     inner = fg[1:-1, 1:-1]
     interior = inner & fg[:-2, 1:-1] & fg[2:, 1:-1] & fg[1:-1, :-2] & fg[1:-1, 2:]
     outline = int(np.count_nonzero(inner & ~interior))
@@ -373,7 +381,9 @@ def judge(image: Image.Image | np.ndarray, caption: str | CaptionMeaning) -> Jud
     two = len(named) == 2 and meaning.relation in RELATIONS
     if not (one or two):
         raise ValueError(f"a caption names one object with a position or two with a relation, got {meaning!r}.")
-    found = find_objects(image)
+    rgb = _to_rgb_array(image)
+    classes = _classify_pixels(rgb)  # once, for the objects and for the softness
+    found = _objects_of(classes)
     by_colour: dict[str, list[DetectedObject]] = {}
     for obj in found:  # largest first, so by_colour[c][0] is the main blob of colour c
         by_colour.setdefault(obj.colour, []).append(obj)
@@ -402,7 +412,7 @@ def judge(image: Image.Image | np.ndarray, caption: str | CaptionMeaning) -> Jud
 
     held_out = any((colour, shape) in HELD_OUT_PAIRS for _, colour, shape in named)
     full = colour_ok and shape_ok and size_ok is not False and position_ok and no_extra
-    softness = edge_softness(image)
+    softness = _softness_of(rgb, classes)
     return Judgement(
         n_objects=len(named),
         held_out=held_out,
