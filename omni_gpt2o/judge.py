@@ -78,8 +78,8 @@ MAX_SHAPE_ERROR = 0.3
 # draws does; the others are soft: blurred edges, smudges, off-palette tints.
 FLAT_TOLERANCE = 60.0
 # Soft pixels per outline pixel is about how wide, in pixels, the soft band along the objects' edges is:
-# 0 for the spec's pictures, about 1 for an antialiased drawing, 2 and more for a blurred one. A picture is
-# clean when it stays at or below this.
+# 0 for the spec's pictures, about 0.5 for an antialiased drawing, about 1.4 after a Gaussian blur of 0.7 px
+# and 2 after one of 1 px (on Shapes pictures). A picture is clean at or below this.
 MAX_EDGE_SOFTNESS = 1.5
 
 _COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
