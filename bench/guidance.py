@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from omni_gpt2o.data.shapes import make_shapes
+from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, split_prompts
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
@@ -28,9 +28,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/guidance")
     args = parser.parse_args()
 
-    split = Path(args.work) / f"tune-{args.prompts}"
-    if not (split / "captions.json").is_file():
-        make_shapes(split, args.prompts, split="val", seed=TUNING_SEED, size=64)
+    split = shapes_split(Path(args.work) / f"tune-{args.prompts}", args.prompts, split="val", seed=TUNING_SEED)
     prompts = split_prompts(split)
     print(f"{len(prompts)} prompts from {split}; {args.steps} sampling steps; full-prompt accuracy")
     print(f"{'checkpoint':<40} {'guidance':>8} {'one':>6} {'two':>6} {'held-out':>9} {'seen':>6}")

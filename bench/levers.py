@@ -13,7 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-from omni_gpt2o.data.shapes import make_shapes
+from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, split_prompts
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
@@ -40,10 +40,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=200)
     args = parser.parse_args()
     work = Path(args.work)
-    train_dir, val_dir = work / "data" / "train", work / "data" / "val"
-    if not (train_dir / "captions.json").is_file():
-        make_shapes(train_dir, 20000, split="train", seed=0)
-        make_shapes(val_dir, 400, split="val", seed=0)
+    train_dir = shapes_split(work / "data" / "train", 20000, split="train", seed=0)
+    val_dir = shapes_split(work / "data" / "val", 400, split="val", seed=0)
     prompts = split_prompts(val_dir, args.prompts)
     for name in args.variants:
         budget = {"max_steps": args.steps} if args.steps else {"minutes": args.minutes}

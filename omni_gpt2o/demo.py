@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
-from omni_gpt2o.data.shapes import make_shapes
+from omni_gpt2o.config import DEFAULT_GUIDANCE
+from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path
-from omni_gpt2o.pipeline import DEFAULT_GUIDANCE, OmniGPT2oPipeline
+from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
 from omni_gpt2o.utils import image_grid
 
@@ -44,25 +45,14 @@ SAMPLE_PROMPTS = [
 
 
 SAMPLE_STEPS = 8
-GUIDANCE = DEFAULT_GUIDANCE
-
-
-def _shapes_split(out: Path, split: str, num_images: int, seed: int) -> Path:
-    marker = out / "settings.json"
-    settings = json.dumps({"num_images": num_images, "split": split, "seed": seed, "size": 64})
-    if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
-        print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
-        make_shapes(out, num_images, split=split, seed=seed, size=64)
-        marker.write_text(settings)
-    return out
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = 20000,
              val_images: int = 400, seed: int = 0, batch_size: int = 32, curve_points: int = 6) -> dict:
     out = Path(out)
     started = time.time()
-    train_dir = _shapes_split(out / "data" / "train", "train", train_images, seed)
-    val_dir = _shapes_split(out / "data" / "val", "val", val_images, seed)
+    train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed)
+    val_dir = shapes_split(out / "data" / "val", val_images, split="val", seed=seed)
 
     print(f"training the `tiny` preset for {minutes:g} minutes on {torch.get_num_threads()} CPU threads",
           flush=True)
@@ -80,7 +70,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     shutil.copytree(best, ckpt, ignore=shutil.ignore_patterns(TRAINING_STATE, TRAINER_STATE))
 
     pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device="cpu")
-    images = pipe(SAMPLE_PROMPTS, num_inference_steps=SAMPLE_STEPS, guidance_scale=GUIDANCE,
+    images = pipe(SAMPLE_PROMPTS, num_inference_steps=SAMPLE_STEPS, guidance_scale=DEFAULT_GUIDANCE,
                   generator=[torch.Generator().manual_seed(seed + i) for i in range(len(SAMPLE_PROMPTS))]).images
     with atomic_path(out / "samples.png") as tmp:
         image_grid(images, SAMPLE_PROMPTS, cols=4, scale=2).save(tmp, format="PNG")
@@ -88,7 +78,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     curve = None
     if curve_points:
         print(f"learning curve: scoring {curve_points} snapshots along the run", flush=True)
-        curve = learning_curve(snapshots, split_prompts(val_dir), SAMPLE_STEPS, GUIDANCE, seed, device="cpu")
+        curve = learning_curve(snapshots, split_prompts(val_dir), SAMPLE_STEPS, DEFAULT_GUIDANCE, seed, device="cpu")
         plot_learning_curve(curve, out / "learning_curve.png")
 
     meta = read_config(ckpt)
@@ -98,7 +88,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         scores = same[0]["scores"]
     else:
         print(f"scoring: drawing {val_images} validation captions, judged on pixels", flush=True)
-        scores = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=GUIDANCE,
+        scores = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE,
                                    seed=seed)["scores"]
     print(format_scores(scores), flush=True)
     report = {
@@ -111,7 +101,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         "seed": seed,
         "sample_prompts": SAMPLE_PROMPTS,
         "sample_steps": SAMPLE_STEPS,
-        "guidance": GUIDANCE,
+        "guidance": DEFAULT_GUIDANCE,
         "scores": scores,
         "learning_curve": curve,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),

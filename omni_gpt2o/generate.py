@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.fileio import OmniError, atomic_path
-from omni_gpt2o.pipeline import DEFAULT_GUIDANCE, DraftInput, OmniGPT2oPipeline
+from omni_gpt2o.pipeline import DraftInput, OmniGPT2oPipeline
 
 
 def read_prompts(path: str | Path) -> list[str]:

@@ -484,3 +484,18 @@ def test_touching_shapes_are_rejected() -> None:
     on_border = ShapeObject("red", "square", "large", 11 / size, 0.5, 22 / size)  # pixels 0..21
     assert shapes._fits((at_border,), size)
     assert not shapes._fits((on_border,), size)
+
+
+def test_shapes_split_reuses_a_finished_split_and_remakes_a_changed_one(tmp_path: Path) -> None:
+    out = tmp_path / "split"
+    shapes.shapes_split(out, 6, split="val", seed=1)
+    index = out / "captions.json"
+    first = index.read_bytes()
+    index.write_text(index.read_text() + " ")  # a mark that a remake would wipe out
+    shapes.shapes_split(out, 6, split="val", seed=1)
+    assert index.read_bytes() == first + b" "  # same arguments: the folder is reused as it is
+    shapes.shapes_split(out, 6, split="val", seed=2)
+    assert index.read_bytes() not in (first, first + b" ")  # another seed: made again
+    (out / "settings.json").unlink()  # as after a run killed before the split was finished
+    shapes.shapes_split(out, 6, split="val", seed=1)
+    assert index.read_bytes() == first

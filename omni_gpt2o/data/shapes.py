@@ -43,6 +43,7 @@ __all__ = [
     "captions_for_scene",
     "parse_caption",
     "make_shapes",
+    "shapes_split",
 ]
 
 # --- The spec's tables -------------------------------------------------------------------------------
@@ -498,4 +499,22 @@ def make_shapes(
     finally:
         if tmp.exists():
             tmp.unlink()
+    return out
+
+
+def shapes_split(
+    out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64
+) -> Path:
+    """:func:`make_shapes`, unless ``out_dir`` already holds the split these arguments make.
+
+    A ``settings.json`` written after the pictures records the arguments, so a split made with other
+    ones, or cut short, is made again; the same arguments reuse the folder as it is.
+    """
+    out = Path(out_dir)
+    marker = out / "settings.json"
+    settings = json.dumps({"num_images": num_images, "split": split, "seed": seed, "size": size})
+    if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
+        print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
+        make_shapes(out, num_images, split=split, seed=seed, size=size)
+        marker.write_text(settings)
     return out
