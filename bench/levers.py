@@ -1,7 +1,7 @@
 """Short training runs that compare one lever at a time on Shapes (a benchmark, not a test).
 
     .venv/bin/python bench/levers.py --minutes 4 --variants baseline uniform_noise
-    .venv/bin/python bench/levers.py --steps 1000 --variants baseline attn_32px
+    .venv/bin/python bench/levers.py --steps 1000 --variants baseline decoder_32px
 
 Each variant trains the `tiny` preset for the same number of minutes (or steps) on the same data, then
 is scored by the pixel judge on validation captions. Prints one line per variant.
@@ -22,7 +22,8 @@ VARIANTS = {
     "baseline": {},
     "no_rollout": {"rollout": 0.0},
     "uniform_noise": {"noise_skew": 1.0, "pure_noise": 0.2},
-    "attn_32px": {"model_overrides": {"decoder_attention_levels": (0, 1, 2)}},
+    "decoder_32px": {"model_overrides": {"decoder_patch": 2, "decoder_channels": (64, 96, 128),
+                                         "decoder_attention_levels": (1, 2)}},  # the tiny decoder before 4x4 folding
     "decoder_64px": {"model_overrides": {"decoder_patch": 1, "decoder_channels": (32, 64, 96, 128),
                                          "decoder_attention_levels": (2, 3)}},  # the first tiny decoder
     "latent_32": {"latent_dim": 32},

@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/speed.py --preset tiny --batch-size 32
 
-Prints seconds per training step (fp32 and bf16 autocast), pictures per second when sampling, and
-how the step splits between the frozen and the trained parts.
+Prints seconds per training step (fp32 and bf16 autocast), pictures per second when sampling (in the
+last precision named), and how the step splits between the frozen and the trained parts. To see what a
+CPU without AVX-512 gets, cap a faster one:
+`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ... --precision fp32`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import time
 
 import torch
 
+from omni_gpt2o.compute import describe_machine, machine_info
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.drafts import make_draft, sample_strengths
 from omni_gpt2o.model import LossWeights, build_model, compute_losses
@@ -37,6 +40,8 @@ def main() -> None:
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"],
+                        help="which to time (bf16 on a CPU without native bf16 is emulated: ~20 s a step)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -49,8 +54,9 @@ def main() -> None:
     print(f"preset {args.preset}: {sum(p.numel() for p in model.trainable_parameters()) / 1e6:.2f}M trained, "
           f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M total; batch {b}; "
           f"{torch.get_num_threads()} threads")
+    print(f"machine: {describe_machine(machine_info())}")
 
-    for precision in ("fp32", "bf16"):
+    for precision in args.precision:
         amp = autocast_dtype(torch.device("cpu"), precision)
 
         def step(amp=amp):
@@ -76,7 +82,7 @@ def main() -> None:
         print(f"{precision}: train step {s * 1000:.0f} ms ({b / s:.0f} pictures/s); "
               f"frozen forwards alone {f * 1000:.0f} ms")
 
-    pipe = OmniGPT2oPipeline(model.eval(), "cpu")
+    pipe = OmniGPT2oPipeline(model.eval(), "cpu", precision=args.precision[-1])
     for steps in (1, 8):
         s = timed(lambda: pipe(captions[:16], num_inference_steps=steps), 3)  # noqa: B023
         print(f"sampling {steps} step(s), batch 16, {pipe.autocast}: {16 / s:.1f} pictures/s")

@@ -112,10 +112,15 @@ def build_parser() -> Parser:
     flag(p, "--warmup-epochs", type=non_negative_float, default=0.2)
     flag(p, "--gradient-clip", type=non_negative_float, default=1.0, help="0 turns clipping off")
     flag(p, "--kl-weight", type=non_negative_float, default=1e-3)
-    flag(p, "--align-weight", type=non_negative_float, default=0.1)
+    flag(p, "--align-weight", type=non_negative_float, default=0.0,
+         help="weight of the loss that predicts the frozen ViT's view of the clean picture (0: off, no ViT pass)")
     flag(p, "--caption-dropout", type=non_negative_float, default=0.1)
-    flag(p, "--rollout", type=non_negative_float, default=0.5,
-         help="share of steps trained on the sampler's own next draft (0 turns it off)")
+    flag(p, "--rollout", type=non_negative_float, default=0.0,
+         help="share of steps trained on the sampler's own next draft (0: off; each costs one more forward)")
+    flag(p, "--pure-noise", type=non_negative_float, default=0.2,
+         help="share of drafts that are pure noise (drawing from text alone)")
+    flag(p, "--noise-skew", type=float, default=1.0,
+         help="1: the other draft strengths uniform in (0, 1); > 1 leans them to strong noise")
     flag(p, "--ema-decay", type=non_negative_float, default=0.999)
     flag(p, "--max-train-samples", type=positive_int)
     flag(p, "--max-val-samples", type=positive_int, default=256)
@@ -174,8 +179,12 @@ def build_parser() -> Parser:
     flag(p, "--train-images", type=positive_int, default=20000)
     flag(p, "--val-images", type=positive_int, default=400)
     flag(p, "--seed", type=int, default=0)
-    flag(p, "--curve-points", type=int, default=6,
+    flag(p, "--curve-points", type=int, default=3,
          help="snapshots along the run, each scored, for learning_curve.png (0: none)")
+    flag(p, "--curve-prompts", type=positive_int, default=100,
+         help="validation captions each snapshot is scored on (the final weights: all of them)")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto",
+         help="auto: bf16 where the CPU has native bf16 (AVX512-BF16, AMX), else fp32")
     return parser
 
 
@@ -307,7 +316,8 @@ def run(args: argparse.Namespace) -> None:
         from omni_gpt2o.demo import run_demo
 
         run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
-                 seed=args.seed, curve_points=args.curve_points)
+                 seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
+                 precision=args.precision)
 
 
 def _check_dir(path: str, name: str) -> None:

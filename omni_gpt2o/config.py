@@ -44,6 +44,10 @@ class OmniConfig:
     # output the same way (pixel shuffle), so its first level runs at image_size / p. Every output pixel
     # is still predicted on its own: the picture keeps full resolution and sharp edges.
     decoder_patch: int = 1
+    # > 0 (with decoder_patch > 1): the last level unfolds into this many channels per output pixel, and a
+    # small non-linear head at full resolution turns them into colour, so edges inside a folded p x p block
+    # are drawn by the head, not by one linear layer.
+    decoder_pixel_channels: int = 0
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)
@@ -96,9 +100,14 @@ PRESETS: dict[str, OmniConfig] = {
         image_model_pretrained=False,
         image_size=64,
         latent_dim=16,
-        decoder_patch=2,  # levels at 32, 16, 8 px: 1.6x faster steps than a 64 px first level, better per minute
-        decoder_channels=(64, 96, 128),
-        decoder_attention_levels=(1, 2),
+        # The decoder folds 4 x 4 pixels into channels: two levels at 16 and 8 px (the ViT's grid), both
+        # reading the text, then a small head draws each of the 64 x 64 pixels from 8 channels. A step costs
+        # under half the FLOPs of levels at 32/16/8 px and scores better for the same compute
+        # (bench/compute_to_bar.py); the head makes clean edges (20% of pictures clean vs 2% without).
+        decoder_patch=4,
+        decoder_channels=(64, 128),
+        decoder_attention_levels=(0, 1),
+        decoder_pixel_channels=8,
     ),
     # The real thing (GPU + network): pretrained GPT-2 small and ViT-B/16, 224 x 224 pixels.
     "gpt2-vit-b": OmniConfig(

@@ -97,7 +97,8 @@ class Level(nn.Module):
 
 class PixelDecoder(nn.Module):
     def __init__(self, latent_dim: int, context_dim: int, channels: tuple[int, ...],
-                 attention_levels: tuple[int, ...], blocks: int = 1, heads: int = 4, patch: int = 1):
+                 attention_levels: tuple[int, ...], blocks: int = 1, heads: int = 4, patch: int = 1,
+                 pixel_channels: int = 0):
         super().__init__()
         self.patch = patch
         emb_dim = 4 * channels[0]
@@ -125,7 +126,12 @@ class PixelDecoder(nn.Module):
             for i in range(n - 1)
         )
         self.norm_out = nn.GroupNorm(_groups(channels[0]), channels[0])
-        self.conv_out = nn.Conv2d(channels[0], 3 * patch**2, 3, padding=1)
+        out = pixel_channels if patch > 1 and pixel_channels else 3
+        self.conv_out = nn.Conv2d(channels[0], out * patch**2, 3, padding=1)
+        # Full-resolution head: per-pixel features -> colour, non-linear, a 3 x 3 neighbourhood (cheap: few channels).
+        self.pixel_head = nn.Sequential(
+            nn.SiLU(), nn.Conv2d(out, out, 3, padding=1), nn.SiLU(), nn.Conv2d(out, 3, 1),
+        ) if out != 3 else None
 
     def forward(self, latents: torch.Tensor, draft: torch.Tensor, strength: torch.Tensor,
                 context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
@@ -146,4 +152,5 @@ class PixelDecoder(nn.Module):
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = self.up[i](torch.cat([h, skips[i]], dim=1), emb, context, context_mask)
         out = self.conv_out(F.silu(self.norm_out(h)))
-        return F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
+        out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
+        return self.pixel_head(out) if self.pixel_head is not None else out

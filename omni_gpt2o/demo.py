@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -19,13 +18,14 @@ from pathlib import Path
 import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
+from omni_gpt2o.compute import describe_machine, machine_info, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
-from omni_gpt2o.utils import image_grid
+from omni_gpt2o.utils import autocast_dtype, image_grid
 
 # Seen and held-out (magenta triangle, cyan circle, yellow square) pairs, one and two objects.
 SAMPLE_PROMPTS = [
@@ -48,19 +48,26 @@ SAMPLE_STEPS = 8
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = 20000,
-             val_images: int = 400, seed: int = 0, batch_size: int = 32, curve_points: int = 6) -> dict:
+             val_images: int = 400, seed: int = 0, batch_size: int = 16, curve_points: int = 3,
+             curve_prompts: int = 100, precision: str = "auto") -> dict:
+    """Train `tiny` on Shapes for `minutes` on the CPU, then draw and judge every validation caption. The
+    learning curve scores `curve_points` snapshots on the first `curve_prompts` captions (cheaper); the
+    final weights are scored on all of them."""
     out = Path(out)
     started = time.time()
     train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed)
     val_dir = shapes_split(out / "data" / "val", val_images, split="val", seed=seed)
 
-    print(f"training the `tiny` preset for {minutes:g} minutes on {torch.get_num_threads()} CPU threads",
+    machine = machine_info()
+    amp = autocast_dtype(torch.device("cpu"), precision)
+    precision_used = "bf16" if amp == torch.bfloat16 else "fp32"
+    print(f"training the `tiny` preset for {minutes:g} minutes in {precision_used} on {describe_machine(machine)}",
           flush=True)
     snapshots = out / "run" / "checkpoints" / "snapshots"
     shutil.rmtree(snapshots, ignore_errors=True)  # a fresh run: an earlier demo's snapshots would mix into the curve
     cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset="tiny",
-                      minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256,
-                      snapshot_minutes=minutes / curve_points if curve_points else None)
+                      minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256, device="cpu",
+                      precision=precision, snapshot_minutes=minutes / curve_points if curve_points else None)
     best = train(cfg)
 
     # The checkpoint people use: the best weights, without the state only resuming needs.
@@ -69,32 +76,45 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         shutil.rmtree(ckpt)
     shutil.copytree(best, ckpt, ignore=shutil.ignore_patterns(TRAINING_STATE, TRAINER_STATE))
 
-    pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device="cpu")
+    pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device="cpu", precision=precision_used)
     images = pipe(SAMPLE_PROMPTS, num_inference_steps=SAMPLE_STEPS, guidance_scale=DEFAULT_GUIDANCE,
                   generator=[torch.Generator().manual_seed(seed + i) for i in range(len(SAMPLE_PROMPTS))]).images
     with atomic_path(out / "samples.png") as tmp:
         image_grid(images, SAMPLE_PROMPTS, cols=4, scale=2).save(tmp, format="PNG")
 
+    prompts = split_prompts(val_dir)
     curve = None
     if curve_points:
-        print(f"learning curve: scoring {curve_points} snapshots along the run", flush=True)
-        curve = learning_curve(snapshots, split_prompts(val_dir), SAMPLE_STEPS, DEFAULT_GUIDANCE, seed, device="cpu")
+        n = min(curve_prompts, len(prompts))
+        print(f"learning curve: scoring {curve_points} snapshots along the run on {n} captions", flush=True)
+        curve = learning_curve(snapshots, prompts[:n], SAMPLE_STEPS, DEFAULT_GUIDANCE, seed, device="cpu",
+                               precision=precision_used)
         plot_learning_curve(curve, out / "learning_curve.png")
 
     meta = read_config(ckpt)
-    # The best checkpoint is often the final snapshot (same step, same EMA weights): reuse its scores.
-    same = [p for p in curve or [] if p["step"] == meta.get("trained", {}).get("step")]
+    trained = meta.get("trained", {})
+    # The best checkpoint is often the final snapshot (same step, same EMA weights): reuse its scores when
+    # that snapshot was scored on every caption.
+    same = [p for p in curve or [] if p["step"] == trained.get("step") and p["scores"]["all"]["n"] == len(prompts)]
     if same:
         scores = same[0]["scores"]
     else:
-        print(f"scoring: drawing {val_images} validation captions, judged on pixels", flush=True)
-        scores = evaluate_pipeline(pipe, split_prompts(val_dir), steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE,
-                                   seed=seed)["scores"]
+        print(f"scoring: drawing {len(prompts)} validation captions, judged on pixels", flush=True)
+        scores = evaluate_pipeline(pipe, prompts, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE, seed=seed)["scores"]
     print(format_scores(scores), flush=True)
+    run_state = json.loads((out / "run" / "checkpoints" / "last" / TRAINER_STATE).read_text())
+    flops = training_step_flops(pipe.model, cfg)
+    compute = (run_state.get("rollout_steps", 0) * flops["rollout"]
+               + (run_state["step"] - run_state.get("rollout_steps", 0)) * flops["plain"])
     report = {
         "preset": "tiny",
-        "training": meta.get("trained", {}),
+        "training": trained,
         "train_minutes_budget": minutes,
+        "run": {"steps": run_state["step"], "rollout_steps": run_state.get("rollout_steps", 0),
+                "train_minutes": round(run_state["elapsed"] / 60, 2),
+                "steps_per_second": round(run_state["step"] / max(run_state["elapsed"], 1e-9), 3),
+                "step_gflop": {k: round(v / 1e9, 2) for k, v in flops.items()},
+                "tflop": round(compute / 1e12, 2)},
         "train_images": train_images,
         "val_images": val_images,
         "batch_size": batch_size,
@@ -104,11 +124,14 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         "guidance": DEFAULT_GUIDANCE,
         "scores": scores,
         "learning_curve": curve,
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "torch": torch.__version__},
+        "curve_prompts": min(curve_prompts, len(prompts)) if curve_points else 0,
+        "precision": precision_used,
+        "machine": machine,
         "wall_minutes": round((time.time() - started) / 60, 2),
     }
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
+    print(f"{run_state['step']:,} steps ({report['run']['steps_per_second']} steps/s, {report['run']['tflop']} TFLOP) "
+          f"in {precision_used} on {describe_machine(machine)}")
     print(f"demo done in {report['wall_minutes']} min: {ckpt}, {out / 'samples.png'}, {out / 'report.json'}")
     return report

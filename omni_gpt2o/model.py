@@ -80,7 +80,7 @@ class OmniGPT2o(nn.Module):
         self.alignment_head = nn.Linear(gpt_w, vit_w)
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
-            config.decoder_blocks, config.decoder_heads, config.decoder_patch,
+            config.decoder_blocks, config.decoder_heads, config.decoder_patch, config.decoder_pixel_channels,
         )
 
     FROZEN = ("text_encoder", "image_encoder")
@@ -129,16 +129,20 @@ class OmniGPT2o(nn.Module):
 @dataclass
 class LossWeights:
     kl: float = 1e-3
-    alignment: float = 0.1
+    alignment: float = 0.0
 
 
-def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Tensor,
+def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Tensor | None,
                    weights: LossWeights) -> dict[str, torch.Tensor]:
-    """Reconstruction + kl_weight x KL + alignment with the frozen ViT's view of the clean picture."""
+    """Reconstruction + kl_weight x KL + alignment with the frozen ViT's view of the clean picture
+    (`clean_tokens`; None when the alignment weight is 0, so the ViT need not look at the clean picture)."""
     recon = F.mse_loss(out.image.float(), clean.float())
     mean, logvar = out.mean.float(), out.logvar.float()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-    alignment = 1.0 - F.cosine_similarity(out.patch_embeds.float(), clean_tokens.float(), dim=-1).mean()
+    if clean_tokens is None:
+        alignment = recon.new_zeros(())
+    else:
+        alignment = 1.0 - F.cosine_similarity(out.patch_embeds.float(), clean_tokens.float(), dim=-1).mean()
     total = recon + weights.kl * kl + weights.alignment * alignment
     return {"loss": total, "recon": recon, "kl": kl, "alignment": alignment}
 

@@ -60,11 +60,11 @@ class TrainConfig:
     warmup_epochs: float = 0.2
     gradient_clip: float = 1.0
     kl_weight: float = 1e-3
-    align_weight: float = 0.1
+    align_weight: float = 0.0  # > 0: also predict the frozen ViT's view of the clean picture (one more ViT pass)
     caption_dropout: float = 0.1  # empty caption this often: the unconditional half of CFG
-    pure_noise: float = 0.3  # drafts that are pure noise (drawing from text alone)
-    noise_skew: float = 2.0  # > 1 leans draft strengths towards strong noise
-    rollout: float = 0.5  # share of steps that train on the sampler's own next draft (see rollout_draft)
+    pure_noise: float = 0.2  # drafts that are pure noise (drawing from text alone)
+    noise_skew: float = 1.0  # 1: the other strengths uniform, as the sampler visits them; > 1 leans to strong noise
+    rollout: float = 0.0  # share of steps that train on the sampler's own next draft (see rollout_draft)
     ema_decay: float = 0.999
     max_train_samples: int | None = None
     max_val_samples: int | None = 256
@@ -162,7 +162,8 @@ def train(cfg: TrainConfig) -> Path:
     val_set = CaptionedImages(cfg.val_data, size, cfg.max_val_samples, seed=cfg.seed) if cfg.val_data else None
     cache = pixels = None
     if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
-        cache = feature_cache(cfg.cache_dir, model, train_set.records, size)
+        if cfg.align_weight > 0:  # the ViT's view of the clean pictures serves the alignment loss only
+            cache = feature_cache(cfg.cache_dir, model, train_set.records, size)
         pixels = train_set.pixels = pixel_cache(cfg.cache_dir, train_set.records, size)
     sd_store, caption_offsets = None, []
     if cfg.draft == "sd":
@@ -208,7 +209,7 @@ def train(cfg: TrainConfig) -> Path:
         tensors |= {f"ema.{n}": v for n, v in ema.shadow.items()}
         opt_tensors, groups = optimizer_to_tensors(optimizer)
         tensors |= opt_tensors
-        meta = {"trained": {k: state[k] for k in ("step", "epoch", "elapsed", "best_val")},
+        meta = {"trained": {k: state.get(k, 0) for k in ("step", "rollout_steps", "epoch", "elapsed", "best_val")},
                 "train_config": asdict(cfg)}
         save_checkpoint(model, run_dir / "checkpoints" / name, weights=ema.state_dict(model), metadata=meta,
                         training_state=(tensors, state | {"param_groups": groups}) if with_state else None)
@@ -220,11 +221,13 @@ def train(cfg: TrainConfig) -> Path:
             group["lr"] = lr
         # Every random choice of a step comes from (seed, step): a resumed run repeats exactly.
         generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
-        target = cache.get(batch.indices) if cache is not None else None
-        if target is None:
-            target = frozen_targets(model, clean, amp)
-            if cache is not None:
-                cache.put(batch.indices, target)
+        target = None
+        if cfg.align_weight > 0:  # without the alignment loss the frozen ViT never sees the clean picture
+            target = cache.get(batch.indices) if cache is not None else None
+            if target is None:
+                target = frozen_targets(model, clean, amp)
+                if cache is not None:
+                    cache.put(batch.indices, target)
         if pixels is not None and not pixels.done[batch.indices].all():
             pixels.put(batch.indices, batch.images)
         sd = None
@@ -234,8 +237,10 @@ def train(cfg: TrainConfig) -> Path:
             pick = (torch.rand(len(rows), generator=generator) < cfg.sd_draft_ratio) & stored
             if pick.any():
                 sd = (to_unit_range(torch.from_numpy(sd_store.rows[rows])).to(device), pick.to(device))
-        losses = train_step(model, optimizer, ema, clean, target.to(device), batch.captions, cfg, generator, amp,
-                            state["step"], sd_drafts=sd)
+        if target is not None:
+            target = target.to(device)
+        losses = train_step(model, optimizer, ema, clean, target, batch.captions, cfg, generator, amp, state["step"],
+                            sd_drafts=sd)
         return losses, lr
 
     def log(losses: dict[str, float], lr: float) -> None:
@@ -267,10 +272,14 @@ def train(cfg: TrainConfig) -> Path:
                 if batch.captions:  # a batch of only unreadable pictures is skipped whole
                     losses, lr = one_step(batch)
                     state["step"] += 1
+                    state["rollout_steps"] = state.get("rollout_steps", 0) + int(losses.pop("rollout"))
                     now = time.perf_counter()
                     state["elapsed"] += now - tick
                     advance(bar, now - tick if budget else 1)
                     tick = now
+                    if budget and not state.get("forecast") and state["elapsed"] >= min(60.0, budget / 4):
+                        state["forecast"] = forecast(state, budget)
+                        tqdm.write(state["forecast"])
                     if cfg.snapshot_minutes and state["elapsed"] >= 60 * cfg.snapshot_minutes * (
                             state.get("snapshots", 0) + 1):
                         state["snapshots"] = int(state["elapsed"] // (60 * cfg.snapshot_minutes))
@@ -312,6 +321,13 @@ def train(cfg: TrainConfig) -> Path:
     return run_dir / "checkpoints" / ("best" if state["best_val"] is not None else "last")
 
 
+def forecast(state: dict, budget: float) -> str:
+    """After the first minute of a timed run: how many steps the whole budget will give at this pace."""
+    rate = state["step"] / state["elapsed"]
+    return (f"{rate:.2f} steps/s over the first {state['elapsed']:.0f} s: the {budget / 60:g}-minute budget "
+            f"gives about {round(rate * budget):,} steps")
+
+
 def snapshot_name(minutes: float) -> str:
     """`snapshots/min-010.0`: the EMA weights after that many minutes of training (the exact time and
     step are in its config.json)."""
@@ -350,7 +366,7 @@ def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean
 
 
 def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, clean: torch.Tensor,
-               target_tokens: torch.Tensor, captions: list[str], cfg: TrainConfig, generator: torch.Generator,
+               target_tokens: torch.Tensor | None, captions: list[str], cfg: TrainConfig, generator: torch.Generator,
                amp: torch.dtype | None, step: int,
                sd_drafts: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
     """One optimisation step. `sd_drafts` = (SD pictures, which rows use them) replaces, for those rows,
@@ -366,7 +382,8 @@ def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, cle
         source = torch.where(use.view(-1, 1, 1, 1), pictures, clean)
         strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
     draft = make_draft(source, strength, generator)
-    if cfg.rollout and torch.rand(1, generator=generator).item() < cfg.rollout:
+    rollout = bool(cfg.rollout) and torch.rand(1, generator=generator).item() < cfg.rollout
+    if rollout:
         draft, strength = rollout_draft(model, ids, mask, clean, generator, amp)
     with autocast(clean.device, amp):
         out = model(ids, mask, draft, strength, sample_latents=True, generator=generator)
@@ -378,7 +395,7 @@ def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, cle
         losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(params_of(optimizer), cfg.gradient_clip)
     optimizer.step()
     ema.update(step)
-    values = {k: v.item() for k, v in losses.items()}
+    values = {k: v.item() for k, v in losses.items()} | {"rollout": float(rollout)}
     if not math.isfinite(values["loss"]):
         raise OmniError(f"loss became {values['loss']} at step {step}; lower --learning-rate or --kl-weight")
     return values
@@ -402,7 +419,7 @@ def validate(model: OmniGPT2o, val_set: CaptionedImages, cfg: TrainConfig, amp, 
         ids, mask = model.tokenize(captions)
         with autocast(device, amp):
             out = model(ids, mask, draft, strength)
-        target = frozen_targets(model, clean, amp)
+        target = frozen_targets(model, clean, amp) if cfg.align_weight > 0 else None
         for k, v in compute_losses(out, clean, target, loss_weights(cfg)).items():
             totals[k] = totals.get(k, 0.0) + float(v) * b
         n += b

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,11 +42,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 
 def _cpu_has_bf16() -> bool:
+    """Native bf16 matmul: the CPU has AVX512-BF16 or AMX and PyTorch/oneDNN are not capped below it
+    (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, how a fast CPU is made to behave as an AVX2-only one).
+    Elsewhere bf16 is emulated, ~100x slower than fp32."""
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    capped = isa_cap not in ("ALL", "DEFAULT") and "BF16" not in isa_cap and "AMX" not in isa_cap \
+        and "FP16" not in isa_cap and "AVX10" not in isa_cap
+    return ("avx512_bf16" in flags or "amx_bf16" in flags) and not capped \
+        and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def seed_everything(seed: int) -> None:

@@ -20,8 +20,8 @@ MICRO = get_preset("tiny").replace(
     image_model_kwargs=dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2),
     image_size=32,
     latent_dim=8,
-    decoder_channels=(16, 32, 32),
-    decoder_attention_levels=(2,),
+    decoder_channels=(16, 32),
+    decoder_attention_levels=(0, 1),
     decoder_heads=2,
 )
 

@@ -132,7 +132,7 @@ def test_pixel_cache_serves_the_loader_without_decoding(coco_split, tmp_path, mi
 def test_training_with_the_cache_fills_it_then_reads_it(shapes_splits, tmp_path):
     train_dir, _ = shapes_splits
     args = ["train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--preset", "micro",
-            "--epochs", "2", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache")]
+            "--epochs", "2", "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--align-weight", "0.1"]
     assert main(args) == 0
     folders = sorted((tmp_path / "cache").iterdir())
     assert [f.name.split("-")[0] for f in folders] == ["features", "pixels"]

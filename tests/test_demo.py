@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 import omni_gpt2o.train as train_module
@@ -11,7 +12,7 @@ from omni_gpt2o.demo import SAMPLE_PROMPTS, run_demo
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
 
-def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, monkeypatch):
+def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, monkeypatch, capsys):
     clock = {"now": 0.0}
 
     def fake_clock() -> float:  # every reading is 1 s later: snapshots fall on known steps, whatever the CPU
@@ -19,8 +20,11 @@ def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, m
         return clock["now"]
 
     monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
-    report = run_demo(tmp_path, minutes=0.4, train_images=64, val_images=8, batch_size=8, curve_points=2)
+    report = run_demo(tmp_path, minutes=0.4, train_images=64, val_images=8, batch_size=8, curve_points=2,
+                      curve_prompts=4)
     monkeypatch.undo()
+    printed = capsys.readouterr().out
+    assert "the 0.4-minute budget gives about" in printed  # the early forecast of the run's steps
 
     on_disk = json.loads((tmp_path / "report.json").read_text())
     assert on_disk["scores"] == report["scores"]
@@ -29,11 +33,18 @@ def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, m
         assert group in report["scores"]
     assert report["scores"]["all"]["n"] == 8  # one prompt per validation picture
 
+    # What the run cost and where: steps, FLOPs, the CPU's flags and the precision beside every time.
+    run = report["run"]
+    assert run["steps"] == report["training"]["step"] and 0 <= run["rollout_steps"] <= run["steps"]
+    assert run["step_gflop"]["plain"] < run["step_gflop"]["rollout"]
+    assert run["tflop"] * 1e3 == pytest.approx(run["rollout_steps"] * run["step_gflop"]["rollout"] + (
+        run["steps"] - run["rollout_steps"]) * run["step_gflop"]["plain"], rel=0.01)
+    assert report["precision"] in ("fp32", "bf16") and "cpu" in report["machine"] and "isa" in report["machine"]
+
     curve = report["learning_curve"]
     assert [p["snapshot"] for p in curve] == ["min-000.2", "min-000.4"]
+    assert all(p["scores"]["all"]["n"] == 4 for p in curve)  # the curve is scored on fewer captions
     assert curve[0]["step"] < curve[1]["step"] <= report["training"]["step"]
-    if curve[-1]["step"] == report["training"]["step"]:  # the best weights are the last snapshot's: scored once
-        assert report["scores"] == curve[-1]["scores"]
     assert (tmp_path / "learning_curve.png").is_file()
 
     with Image.open(tmp_path / "samples.png") as grid:

@@ -40,7 +40,7 @@ def test_only_the_glue_gets_gradients(micro_model):
     ids, mask, draft, t = _batch(m, ["a red circle on the left", "a green triangle at the top"])
     out = m(ids, mask, draft, t, sample_latents=True)
     clean = torch.zeros_like(draft)
-    losses = compute_losses(out, clean, m.image_encoder(clean), LossWeights())
+    losses = compute_losses(out, clean, m.image_encoder(clean), LossWeights(alignment=0.1))
     losses["loss"].backward()
     for name, p in m.named_parameters():
         if name.startswith(("text_encoder", "image_encoder")):
@@ -114,5 +114,5 @@ def test_a_patched_decoder_still_draws_every_pixel():
     assert (blocks.std(dim=1) > 0).float().mean() > 0.9
     image.sum().backward()
     assert draft.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="divisible by 12"):
-        get_preset("tiny").replace(decoder_patch=3)  # 3 levels: 3 x 2**2 = 12 does not divide 64 px
+    with pytest.raises(ValueError, match="divisible by 6"):
+        get_preset("tiny").replace(decoder_patch=3)  # 2 levels: 3 x 2 = 6 does not divide 64 px

@@ -177,3 +177,17 @@ def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes
     assert all(0.5 * (i + 1) <= p["minutes"] < 0.5 * (i + 1) + 0.2 for i, p in enumerate(points))
     assert all(p["scores"]["all"]["n"] == 4 for p in points)
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_without_the_alignment_loss_the_vit_never_sees_the_clean_picture(tmp_path, shapes_splits, monkeypatch):
+    calls = []
+    real = train_module.frozen_targets
+    monkeypatch.setattr(train_module, "frozen_targets", lambda *a: calls.append(1) or real(*a))
+    train(_cfg(shapes_splits, tmp_path / "aligned", max_steps=2, val_data=None, align_weight=0.1))
+    assert len(calls) == 2  # one target per step
+    calls.clear()
+    out = tmp_path / "unaligned"
+    train(_cfg(shapes_splits, out, max_steps=2, val_data=None, align_weight=0.0))
+    assert calls == []
+    state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert all(h["alignment"] == 0.0 and h["loss"] > 0 for h in state["history"] if "alignment" in h)

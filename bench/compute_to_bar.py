@@ -1,0 +1,206 @@
+"""Compute to reach the Shapes bars, measured the same way on every machine (a benchmark, not a test).
+
+    .venv/bin/python bench/compute_to_bar.py --breakdown                 # where one step's FLOPs go
+    .venv/bin/python bench/compute_to_bar.py --budget-tflop 60           # the demo bar's budget
+    .venv/bin/python bench/compute_to_bar.py --budget-tflop 200          # the hour bars' budget
+    .venv/bin/python bench/compute_to_bar.py --budget-tflop 60 --tune --set rollout=0 --model decoder_patch=2
+
+"Compute to bar X" is a run of `train --max-steps N`, N = budget / (FLOPs of an average training step),
+judged on its final (EMA) weights by the pixel judge on 400 validation captions. The FLOPs of each kind of
+step (plain, and rollout with its extra forward) are counted once with `FlopCounterMode` on the real
+`train_step`: forward and backward, the frozen GPT-2 and ViT included. A FLOP count leaves out norms,
+element-wise work and data loading, so the wall time of the same run is printed beside it, with the
+machine (CPU flags, precision) that made it. `--tune` judges on a split made only for choosing levers
+(seed 101), never the validation captions the README reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from omni_gpt2o.compute import describe_machine, machine_info, training_step_flops
+from omni_gpt2o.config import DEFAULT_GUIDANCE, get_preset
+from omni_gpt2o.data.shapes import shapes_split
+from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
+from omni_gpt2o.model import build_model
+from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.train import EMA, TrainConfig, frozen_targets, train, train_step
+
+TUNING_SEED = 101  # the split levers are chosen on; the demo's validation splits use seeds 0 and 1
+
+# (name, group, metric, at least)
+DEMO_BARS = [("one-object full >= 50%", "one_object", "full", 0.50),
+             ("two-object full >= 30%", "two_object", "full", 0.30)]
+HOUR_BARS = [("one-object colour >= 95%", "one_object", "colour", 0.95),
+             ("one-object shape >= 95%", "one_object", "shape", 0.95),
+             ("one-object position >= 95%", "one_object", "position", 0.95),
+             ("one-object size >= 90%", "one_object", "size", 0.90),
+             ("one-object full >= 90%", "one_object", "full", 0.90),
+             ("two-object full >= 85%", "two_object", "full", 0.85)]
+
+
+def parse_settings(items: list[str]) -> dict:
+    """`key=value` pairs; values are Python literals (numbers, tuples) or plain strings."""
+    out = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            out[key.replace("-", "_")] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key.replace("-", "_")] = text
+    return out
+
+
+def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
+    """FLOPs of one plain training step by part: each part is run again on its own, on the inputs it got
+    in the step, forward and (where the step needs gradients through it) backward, under FlopCounterMode.
+    (FlopCounterMode's own per-module split misplaces backward FLOPs of modules whose inputs need no grad.)"""
+    parts = {"GPT-2 (frozen; backward to its inputs)": model.text_encoder, "ViT (frozen)": model.image_encoder,
+             "draft projection + heads": [model.draft_projection, model.latent_heads, model.alignment_head],
+             "decoder: conditioning (strength, pooled prompt)": [model.decoder.strength_mlp, model.decoder.text_pool]}
+    dec = model.decoder
+    n = len(dec.down)
+    side = model.config.image_size // model.config.decoder_patch
+    for i in range(n):
+        px = side >> i
+        level = [dec.down[i]] + ([dec.downsample[i]] if i < n - 1 else []) + ([dec.up[i]] if i < n - 1 else [])
+        if i == 0:
+            level += [dec.conv_in, dec.conv_out, dec.norm_out] + ([dec.pixel_head] if dec.pixel_head else [])
+        parts[f"decoder: level {i} ({px} x {px} px, {dec.down[i].blocks[0].conv1.out_channels} ch)"] = level
+    parts[f"decoder: middle ({side >> (n - 1)} px) + latent in"] = [dec.middle, dec.latent_in]
+
+    calls: list[tuple[torch.nn.Module, tuple, dict, bool]] = []
+    hooks = []
+    for modules in parts.values():
+        for m in modules if isinstance(modules, list) else [modules]:
+            hooks.append(m.register_forward_pre_hook(
+                lambda mod, args, kwargs: calls.append((mod, args, kwargs, torch.is_grad_enabled())), with_kwargs=True))
+    size, b = model.config.image_size, cfg.batch_size
+    clean = torch.rand(b, 3, size, size) * 2 - 1
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=0.0)
+    with FlopCounterMode(display=False) as total:
+        target = frozen_targets(model, clean, None) if cfg.align_weight > 0 else None
+        train_step(model, optimizer, EMA(model, 0.9), clean, target,
+                   ["a small red circle to the left of a large blue square"] * b,
+                   replace(cfg, rollout=0.0), torch.Generator().manual_seed(0), None, 0)
+    for h in hooks:
+        h.remove()
+
+    def cost(mod, args, kwargs, grad) -> float:
+        def prep(x):
+            if isinstance(x, torch.Tensor):
+                return x.detach().requires_grad_(x.requires_grad and grad and x.is_floating_point())
+            return x
+        args, kwargs = [prep(a) for a in args], {k: prep(v) for k, v in kwargs.items()}
+        with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(grad):
+            out = mod(*args, **kwargs)
+            outs = [o for o in (out if isinstance(out, tuple) else (out,)) if isinstance(o, torch.Tensor)]
+            if grad and any(o.requires_grad for o in outs):
+                sum(o.float().sum() for o in outs if o.requires_grad).backward()
+        return float(counter.get_total_flops())
+
+    rows = []
+    for name, modules in parts.items():
+        members = modules if isinstance(modules, list) else [modules]
+        rows.append((name, sum(cost(*c) for c in calls if any(c[0] is m for m in members))))
+    rest = total.get_total_flops() - sum(v for _, v in rows)
+    rows.append(("the rest: losses, draft blurs (the total less the parts)", rest))
+    return rows
+
+
+def judge(checkpoint: Path, prompts: list[str]) -> dict:
+    pipe = OmniGPT2oPipeline.from_pretrained(checkpoint, device="cpu")
+    return evaluate_pipeline(pipe, prompts, steps=8, guidance=DEFAULT_GUIDANCE, progress=False)["scores"]
+
+
+def bar_lines(scores: dict) -> list[str]:
+    lines = []
+    for name, group, metric, bar in DEMO_BARS + HOUR_BARS:
+        value = scores.get(group, {}).get(metric) or 0.0
+        lines.append(f"  {name:<28} {100 * value:5.1f}%  {'met' if value >= bar else 'not met'}")
+    seen, held = scores["seen"]["full"], scores["held_out"]["full"]
+    gap = 100 * (seen - held)
+    lines.append(f"  {'held-out within 5 of seen':<28} {gap:+5.1f} pts  {'met' if gap <= 5 else 'not met'}")
+    lines.append(f"  {'clean pictures':<28} {100 * scores['all']['clean']:5.1f}%")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget-tflop", type=float, help="train for this much compute, then judge")
+    parser.add_argument("--breakdown", action="store_true", help="print where one step's FLOPs go")
+    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig fields, e.g. rollout=0 learning_rate=2e-3")
+    parser.add_argument("--model", nargs="*", default=[], help="OmniConfig fields, e.g. decoder_patch=4")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
+    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
+    parser.add_argument("--work", default="runs/compute")
+    parser.add_argument("--name", help="run folder name under --work (default: from the settings)")
+    args = parser.parse_args()
+
+    settings, model_settings = parse_settings(args.set), parse_settings(args.model)
+    work = Path(args.work)
+    train_dir = shapes_split(work / "data" / f"train-{args.seed}", 20000, split="train", seed=args.seed)
+    val_seed = TUNING_SEED if args.tune else args.seed
+    val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
+    name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
+    cfg = TrainConfig(data=str(train_dir), out=str(work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"),
+                      seed=args.seed, precision=args.precision, progress=True,
+                      model_overrides=model_settings or None, **settings)
+
+    info = machine_info()
+    print(f"machine: {describe_machine(info)}; torch {info['torch']}")
+    torch.manual_seed(0)
+    model = build_model(get_preset(cfg.preset).replace(**model_settings))
+    model.text_encoder.use_attention_for(torch.device("cpu"))
+    flops = training_step_flops(model, cfg)
+    print(f"settings: {settings or 'defaults'}; model: {model_settings or 'preset tiny'}; batch {cfg.batch_size}")
+    print(f"one training step: plain {flops['plain'] / 1e9:.1f} GFLOP, rollout {flops['rollout'] / 1e9:.1f} GFLOP; "
+          f"average at rollout {cfg.rollout:g}: {flops['mean'] / 1e9:.1f} GFLOP")
+    if args.breakdown:
+        rows = breakdown(model, cfg)
+        total = sum(v for _, v in rows)
+        print(f"\nwhere a plain step's {total / 1e9:.1f} GFLOP go (forward + backward, batch {cfg.batch_size}):")
+        for part, value in rows:
+            print(f"  {part:<52} {value / 1e9:7.2f} GFLOP  {100 * value / total:5.1f}%")
+        extra = flops["rollout"] - flops["plain"]
+        print(f"  {'a rollout step adds (a forward of the whole model)':<52} {extra / 1e9:7.2f} GFLOP")
+    if not args.budget_tflop:
+        return
+
+    steps = math.floor(args.budget_tflop * 1e12 / flops["mean"])
+    cfg.max_steps = steps
+    print(f"\n{args.budget_tflop:g} TFLOP = {steps} steps; training {cfg.out}", flush=True)
+    started = time.perf_counter()
+    train(cfg)
+    minutes = (time.perf_counter() - started) / 60
+    last = Path(cfg.out) / "checkpoints" / "last"
+    trained = json.loads((last / "config.json").read_text())["trained"]
+    spent = trained.get("rollout_steps", 0) * flops["rollout"] + (trained["step"] - trained.get(
+        "rollout_steps", 0)) * flops["plain"] if "rollout_steps" in trained else trained["step"] * flops["mean"]
+    scores = judge(last, split_prompts(val_dir))
+    print(format_scores(scores))
+    print(f"\n{trained['step']} steps, {spent / 1e12:.1f} TFLOP, {trained['elapsed'] / 60:.1f} training minutes "
+          f"({minutes:.1f} wall) on {describe_machine(info)}, precision {args.precision}; judged on "
+          f"{len(split_prompts(val_dir))} {'tuning' if args.tune else 'validation'} captions (seed {val_seed}):")
+    print("\n".join(bar_lines(scores)))
+    result = {"settings": settings, "model": model_settings, "seed": args.seed, "budget_tflop": args.budget_tflop,
+              "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
+              "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,
+              "machine": info, "judged_on": "tuning" if args.tune else "validation", "scores": scores}
+    with open(work / "results.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
