@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from omni_gpt2o.compute import describe_machine, machine_info, training_step_flops
+from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, get_preset
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.train import EMA, TrainConfig, frozen_targets, train, train_step
+from omni_gpt2o.train import EMA, TrainConfig, alignment_targets, train, train_step
 
 TUNING_SEED = 101  # the split levers are chosen on; the demo's validation splits use seeds 0 and 1
 
@@ -88,7 +88,7 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     clean = torch.rand(b, 3, size, size) * 2 - 1
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=0.0)
     with FlopCounterMode(display=False) as total:
-        target = frozen_targets(model, clean, None) if cfg.align_weight > 0 else None
+        target = alignment_targets(model, clean, cfg, None)
         train_step(model, optimizer, EMA(model, 0.9), clean, target,
                    ["a small red circle to the left of a large blue square"] * b,
                    replace(cfg, rollout=0.0), torch.Generator().manual_seed(0), None, 0)
@@ -186,8 +186,7 @@ def main() -> None:
     minutes = (time.perf_counter() - started) / 60
     last = Path(cfg.out) / "checkpoints" / "last"
     trained = json.loads((last / "config.json").read_text())["trained"]
-    spent = trained.get("rollout_steps", 0) * flops["rollout"] + (trained["step"] - trained.get(
-        "rollout_steps", 0)) * flops["plain"] if "rollout_steps" in trained else trained["step"] * flops["mean"]
+    spent = run_flops(flops, trained["step"], trained["rollout_steps"])
     scores = judge(last, split_prompts(val_dir))
     print(format_scores(scores))
     print(f"\n{trained['step']} steps, {spent / 1e12:.1f} TFLOP, {trained['elapsed'] / 60:.1f} training minutes "

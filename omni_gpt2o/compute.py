@@ -69,7 +69,7 @@ def training_step_flops(model: OmniGPT2o, cfg: TrainConfig, batch_size: int | No
     Returns {"plain": ..., "rollout": ..., "mean": (1 - rollout) x plain + rollout x rollout step}.
     """
     from omni_gpt2o.drafts import make_draft
-    from omni_gpt2o.train import EMA, frozen_targets, train_step
+    from omni_gpt2o.train import EMA, alignment_targets, train_step
 
     b = batch_size or cfg.batch_size
     device = model.separator.device
@@ -83,9 +83,14 @@ def training_step_flops(model: OmniGPT2o, cfg: TrainConfig, batch_size: int | No
     counts = {}
     for kind, rollout in (("plain", 0.0), ("rollout", 1.0)):
         with FlopCounterMode(display=False) as counter:
-            target = frozen_targets(twin, clean, None) if cfg.align_weight > 0 else None
+            target = alignment_targets(twin, clean, cfg, None)
             train_step(twin, optimizer, ema, clean, target, captions, replace(cfg, rollout=rollout, gradient_clip=0.0),
                        torch.Generator().manual_seed(1), None, step=0)
         counts[kind] = float(counter.get_total_flops())
     counts["mean"] = (1 - cfg.rollout) * counts["plain"] + cfg.rollout * counts["rollout"]
     return counts
+
+
+def run_flops(step_flops: dict[str, float], steps: int, rollout_steps: int) -> float:
+    """FLOPs of a whole run from `training_step_flops` and the run's count of steps and rollout steps."""
+    return rollout_steps * step_flops["rollout"] + (steps - rollout_steps) * step_flops["plain"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
-from omni_gpt2o.compute import describe_machine, machine_info, training_step_flops
+from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
@@ -104,8 +104,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     print(format_scores(scores), flush=True)
     run_state = json.loads((out / "run" / "checkpoints" / "last" / TRAINER_STATE).read_text())
     flops = training_step_flops(pipe.model, cfg)
-    compute = (run_state.get("rollout_steps", 0) * flops["rollout"]
-               + (run_state["step"] - run_state.get("rollout_steps", 0)) * flops["plain"])
+    compute = run_flops(flops, run_state["step"], run_state.get("rollout_steps", 0))
     report = {
         "preset": "tiny",
         "training": trained,

@@ -349,6 +349,12 @@ def frozen_targets(model: OmniGPT2o, clean: torch.Tensor, amp: torch.dtype | Non
         return model.image_encoder(clean)
 
 
+def alignment_targets(model: OmniGPT2o, clean: torch.Tensor, cfg: TrainConfig,
+                      amp: torch.dtype | None) -> torch.Tensor | None:
+    """`frozen_targets` when the alignment loss is on; None (no ViT pass over the clean picture) when off."""
+    return frozen_targets(model, clean, amp) if cfg.align_weight > 0 else None
+
+
 @torch.no_grad()
 def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor,
                   generator: torch.Generator, amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -419,7 +425,7 @@ def validate(model: OmniGPT2o, val_set: CaptionedImages, cfg: TrainConfig, amp, 
         ids, mask = model.tokenize(captions)
         with autocast(device, amp):
             out = model(ids, mask, draft, strength)
-        target = frozen_targets(model, clean, amp) if cfg.align_weight > 0 else None
+        target = alignment_targets(model, clean, cfg, amp)
         for k, v in compute_losses(out, clean, target, loss_weights(cfg)).items():
             totals[k] = totals.get(k, 0.0) + float(v) * b
         n += b
