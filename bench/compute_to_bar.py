@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import json
 import math
 import time
@@ -30,11 +31,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, get_preset
 from omni_gpt2o.data.shapes import shapes_split
+from omni_gpt2o.demo import run_demo
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import EMA, TrainConfig, alignment_targets, train, train_step
 
+DEMO_BATCH = inspect.signature(run_demo).parameters["batch_size"].default
 TUNING_SEED = 101  # the split levers are chosen on; the demo's validation splits use seeds 0 and 1
 
 # (name, group, metric, at least)
@@ -154,6 +157,7 @@ def main() -> None:
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
+    settings = {"batch_size": DEMO_BATCH} | settings  # the demo's batch unless told otherwise
     cfg = TrainConfig(data=str(train_dir), out=str(work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"),
                       seed=args.seed, precision=args.precision, progress=True,
                       model_overrides=model_settings or None, **settings)

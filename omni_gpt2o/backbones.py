@@ -91,12 +91,14 @@ class FrozenGPT2(nn.Module):
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.model.wte(input_ids)
 
-    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                all_layers: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The last layer's states (B, T, D); with `all_layers`, every layer's, the input embeddings first."""
         # Positions count only real tokens, so left padding does not shift them.
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                         position_ids=position_ids, use_cache=False)
-        return out.last_hidden_state
+                         position_ids=position_ids, use_cache=False, output_hidden_states=all_layers)
+        return out.hidden_states if all_layers else out.last_hidden_state
 
     def train(self, mode: bool = True) -> FrozenGPT2:
         return super().train(False)  # frozen: never dropout

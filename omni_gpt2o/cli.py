@@ -112,6 +112,8 @@ def build_parser() -> Parser:
     flag(p, "--warmup-epochs", type=non_negative_float, default=0.2)
     flag(p, "--gradient-clip", type=non_negative_float, default=1.0, help="0 turns clipping off")
     flag(p, "--kl-weight", type=non_negative_float, default=1e-3)
+    flag(p, "--edge-weight", type=non_negative_float, default=1.0,
+         help="weight of the loss on the picture's pixel differences (its outlines); 0: plain MSE only")
     flag(p, "--align-weight", type=non_negative_float, default=0.0,
          help="weight of the loss that predicts the frozen ViT's view of the clean picture (0: off, no ViT pass)")
     flag(p, "--caption-dropout", type=non_negative_float, default=0.1)

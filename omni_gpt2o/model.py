@@ -7,9 +7,10 @@ The whole data flow, in one place:
                                                      │
     states at draft patches ──heads──> VAE latent per patch (mean, log-variance) ──sample──> z grid
     z grid + draft + GPT-2 text states ──decoder──> image
+    (text states: GPT-2's last layer, or with `text_layer_mix` a learned mix of all its layers)
 
 Frozen (never trained, no gradient to their weights): GPT-2, the ViT.
-Trained (the glue): draft projection + separator, latent heads, alignment head, decoder.
+Trained (the glue): draft projection + separator, latent heads, alignment head, layer mix, decoder.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ class LatentHeads(nn.Module):
         return self.mean(h), self.logvar(h).clamp(-10.0, 10.0)
 
 
+class LayerMix(nn.Module):
+    """A learned softmax-weighted sum of GPT-2's layers (each normalised), as ELMo mixes its layers."""
+
+    def __init__(self, layers: int):
+        super().__init__()
+        self.weights = nn.Parameter(torch.zeros(layers))
+
+    def forward(self, layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        w = self.weights.softmax(0).to(layers[0].dtype)
+        return sum(w[i] * F.layer_norm(h, h.shape[-1:]) for i, h in enumerate(layers))
+
+
 @dataclass
 class OmniOutput:
     image: torch.Tensor  # (B, 3, H, W), predicted clean picture in [-1, 1] (unclamped)
@@ -78,6 +91,7 @@ class OmniGPT2o(nn.Module):
         self.separator = nn.Parameter(torch.randn(gpt_w) * 0.02)
         self.latent_heads = LatentHeads(gpt_w, config.latent_dim)
         self.alignment_head = nn.Linear(gpt_w, vit_w)
+        self.text_layer_mix = LayerMix(text_encoder.model.config.n_layer + 1) if config.text_layer_mix else None
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
             config.decoder_blocks, config.decoder_heads, config.decoder_patch, config.decoder_pixel_channels,
@@ -110,8 +124,13 @@ class OmniGPT2o(nn.Module):
         sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
         # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
-        states = self.text_encoder(sequence, mask)
-        context, context_mask = states[:, : t + 1], mask[:, : t + 1]  # text + separator
+        if self.text_layer_mix is None:
+            states = self.text_encoder(sequence, mask)
+            context = states[:, : t + 1]  # text + separator
+        else:
+            layers = self.text_encoder(sequence, mask, all_layers=True)
+            states, context = layers[-1], self.text_layer_mix([h[:, : t + 1] for h in layers])
+        context_mask = mask[:, : t + 1]
         patch_states = states[:, t + 1:]
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).
         mean, logvar = self.latent_heads(patch_states)
@@ -130,21 +149,27 @@ class OmniGPT2o(nn.Module):
 class LossWeights:
     kl: float = 1e-3
     alignment: float = 0.0
+    edge: float = 1.0
 
 
 def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Tensor | None,
                    weights: LossWeights) -> dict[str, torch.Tensor]:
-    """Reconstruction + kl_weight x KL + alignment with the frozen ViT's view of the clean picture
-    (`clean_tokens`; None when the alignment weight is 0, so the ViT need not look at the clean picture)."""
-    recon = F.mse_loss(out.image.float(), clean.float())
+    """Reconstruction (MSE) + edge x MSE of the pixel differences + kl x KL + alignment x (1 - cosine) with
+    the frozen ViT's view of the clean picture (`clean_tokens`; None when the alignment weight is 0, so the
+    ViT need not look at the clean picture)."""
+    image, clean = out.image.float(), clean.float()
+    recon = F.mse_loss(image, clean)
+    # Outlines: the picture's horizontal and vertical differences. A square and a circle of the same colour
+    # differ in few pixels, so plain MSE learns colour and place long before shape.
+    edge = F.mse_loss(image.diff(dim=-1), clean.diff(dim=-1)) + F.mse_loss(image.diff(dim=-2), clean.diff(dim=-2))
     mean, logvar = out.mean.float(), out.logvar.float()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
     if clean_tokens is None:
         alignment = recon.new_zeros(())
     else:
         alignment = 1.0 - F.cosine_similarity(out.patch_embeds.float(), clean_tokens.float(), dim=-1).mean()
-    total = recon + weights.kl * kl + weights.alignment * alignment
-    return {"loss": total, "recon": recon, "kl": kl, "alignment": alignment}
+    total = recon + weights.edge * edge + weights.kl * kl + weights.alignment * alignment
+    return {"loss": total, "recon": recon, "edge": edge, "kl": kl, "alignment": alignment}
 
 
 def build_model(config: OmniConfig, ckpt_dir: Path | None = None) -> OmniGPT2o:

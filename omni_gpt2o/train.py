@@ -2,7 +2,8 @@
 
 One step: pick a caption per picture (some dropped, for classifier-free guidance), make a draft of each
 clean picture at a random strength (pure noise included), run the model, and minimise
-reconstruction + kl_weight x KL + alignment with the frozen ViT's view of the clean picture.
+reconstruction + edge_weight x outline error + kl_weight x KL (+ alignment with the frozen ViT's view of
+the clean picture, when asked for).
 On a share of the steps (`rollout`) the draft is the sampler's own next draft instead, so the model learns
 to fix its early guesses. AdamW on the trained parameters only, warmup then cosine, gradient clipping, an
 EMA of the weights (used for validation, samples and the saved model), `last` and `best` checkpoints.
@@ -60,6 +61,7 @@ class TrainConfig:
     warmup_epochs: float = 0.2
     gradient_clip: float = 1.0
     kl_weight: float = 1e-3
+    edge_weight: float = 1.0  # > 0: also match the picture's pixel differences (its outlines)
     align_weight: float = 0.0  # > 0: also predict the frozen ViT's view of the clean picture (one more ViT pass)
     caption_dropout: float = 0.1  # empty caption this often: the unconditional half of CFG
     pure_noise: float = 0.2  # drafts that are pure noise (drawing from text alone)
@@ -335,7 +337,7 @@ def snapshot_name(minutes: float) -> str:
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
-    return LossWeights(kl=cfg.kl_weight, alignment=cfg.align_weight)
+    return LossWeights(kl=cfg.kl_weight, alignment=cfg.align_weight, edge=cfg.edge_weight)
 
 
 def params_of(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:

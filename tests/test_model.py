@@ -116,3 +116,41 @@ def test_a_patched_decoder_still_draws_every_pixel():
     assert draft.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="divisible by 6"):
         get_preset("tiny").replace(decoder_patch=3)  # 2 levels: 3 x 2 = 6 does not divide 64 px
+
+
+def test_edge_loss_sees_outlines_not_offsets():
+    torch.manual_seed(0)
+    clean = -torch.ones(2, 3, 16, 16)
+    clean[:, :, 4:12, 4:12] = 1.0  # a square on black
+
+    def out(image):
+        b, p, d = 2, 4, 3
+        return OmniOutput(image=image, mean=torch.zeros(b, p, d), logvar=torch.zeros(b, p, d),
+                          patch_embeds=torch.zeros(b, p, 5))
+
+    shifted = compute_losses(out(clean + 0.3), clean, None, LossWeights(edge=1.0))
+    assert shifted["recon"] > 0 and shifted["edge"].abs() < 1e-6  # same outline, other brightness
+    blurred = torch.nn.functional.avg_pool2d(clean, 3, stride=1, padding=1, count_include_pad=False)
+    soft = compute_losses(out(blurred), clean, None, LossWeights(edge=2.0))
+    assert soft["edge"] > 0  # a blurred outline costs
+    assert torch.allclose(soft["loss"], soft["recon"] + 2.0 * soft["edge"] + 1e-3 * soft["kl"])
+
+
+def test_layer_mix_gives_the_decoder_every_gpt2_layer(micro_preset):
+    from omni_gpt2o.model import build_model
+
+    torch.manual_seed(0)
+    m = build_model(micro_preset.replace(text_layer_mix=True))
+    assert m.text_layer_mix.weights.numel() == m.text_encoder.model.config.n_layer + 1  # embeddings + layers
+    with torch.no_grad():  # as after some training: no zero-initialised layer hides the text
+        for p in m.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ids, mask, draft, t = _batch(m, ["a cyan circle on the left"])
+    before = m(ids, mask, draft, t).image
+    with torch.no_grad():
+        m.text_layer_mix.weights[0] = 5.0  # lean on the input embeddings
+    after = m(ids, mask, draft, t)
+    assert not torch.allclose(before, after.image, atol=1e-5)
+    after.image.sum().backward()
+    assert m.text_layer_mix.weights.grad.abs().sum() > 0  # trained, with the glue
+    assert "text_layer_mix.weights" in m.trainable_state_dict()
