@@ -15,6 +15,7 @@ Trained (the glue): draft projection + separator, latent heads, alignment head, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,7 +64,7 @@ class LayerMix(nn.Module):
         super().__init__()
         self.weights = nn.Parameter(torch.zeros(layers))
 
-    def forward(self, layers: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
         w = self.weights.softmax(0).to(layers[0].dtype)
         return sum(w[i] * F.layer_norm(h, h.shape[-1:]) for i, h in enumerate(layers))
 

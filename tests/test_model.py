@@ -142,6 +142,10 @@ def test_layer_mix_gives_the_decoder_every_gpt2_layer(micro_preset):
     torch.manual_seed(0)
     m = build_model(micro_preset.replace(text_layer_mix=True))
     assert m.text_layer_mix.weights.numel() == m.text_encoder.model.config.n_layer + 1  # embeddings + layers
+    ids, mask = m.tokenize(["a cyan circle"])
+    embeds = m.text_encoder.embed(ids)
+    layers = m.text_encoder(embeds, mask, all_layers=True)
+    assert torch.equal(layers[-1], m.text_encoder(embeds, mask))  # the latents still read the last layer
     with torch.no_grad():  # as after some training: no zero-initialised layer hides the text
         for p in m.decoder.parameters():
             p.add_(torch.randn_like(p) * 0.05)
