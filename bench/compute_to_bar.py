@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import inspect
 import json
 import math
 import time
@@ -31,13 +30,12 @@ from torch.utils.flop_counter import FlopCounterMode
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, get_preset
 from omni_gpt2o.data.shapes import shapes_split
-from omni_gpt2o.demo import run_demo
+from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import EMA, TrainConfig, alignment_targets, train, train_step
 
-DEMO_BATCH = inspect.signature(run_demo).parameters["batch_size"].default
 TUNING_SEED = 101  # the split levers are chosen on; the demo's validation splits use seeds 0 and 1
 
 # (name, group, metric, at least)

@@ -14,11 +14,12 @@ import copy
 import os
 import platform
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+
+from omni_gpt2o.utils import cpuinfo
 
 if TYPE_CHECKING:
     from omni_gpt2o.model import OmniGPT2o
@@ -30,16 +31,9 @@ ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTI
 
 def machine_info() -> dict:
     """The CPU model, the instruction-set flags that decide fp32/bf16 speed, threads and library versions."""
-    flags: set[str] = set()
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", platform.machine(), platform.processor()):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:  # not Linux: flags unknown
-        pass
+    fields = cpuinfo()
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())  # empty where unknown (not Linux)
     limits = {k: os.environ[k] for k in ISA_LIMITS if k in os.environ}
     return {
         "cpu": model,

@@ -45,10 +45,11 @@ SAMPLE_PROMPTS = [
 
 
 SAMPLE_STEPS = 8
+BATCH_SIZE = 16  # small batches, more steps: what a short CPU budget learns most from (bench/compute_to_bar.py)
 
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = 20000,
-             val_images: int = 400, seed: int = 0, batch_size: int = 16, curve_points: int = 3,
+             val_images: int = 400, seed: int = 0, batch_size: int = BATCH_SIZE, curve_points: int = 3,
              curve_prompts: int = 100, precision: str = "auto") -> dict:
     """Train `tiny` on Shapes for `minutes` on the CPU, then draw and judge every validation caption. The
     learning curve scores `curve_points` snapshots on the first `curve_prompts` captions (cheaper); the

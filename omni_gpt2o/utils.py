@@ -41,14 +41,25 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
+def cpuinfo() -> dict[str, str]:
+    """/proc/cpuinfo's first value of each field ("model name", "flags", ...); empty where there is none."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return {}
+    fields: dict[str, str] = {}
+    for line in lines:
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def _cpu_has_bf16() -> bool:
     """Native bf16 matmul: the CPU has AVX512-BF16 or AMX and PyTorch/oneDNN are not capped below it
     (ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA, how a fast CPU is made to behave as an AVX2-only one).
     Elsewhere bf16 is emulated, ~100x slower than fp32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
+    flags = cpuinfo().get("flags", "").split()
     isa_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     capped = isa_cap not in ("ALL", "DEFAULT") and "BF16" not in isa_cap and "AMX" not in isa_cap \
         and "FP16" not in isa_cap and "AVX10" not in isa_cap
