@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# The sampler's classifier-free guidance scale unless told otherwise. Chosen with `bench/guidance.py` on
+# The sampler's classifier-free guidance scale unless told otherwise. Chosen with `bench/sampler.py` on
 # Shapes captions of a split made for the purpose (not the validation split): 1.5 beat 3 after 15 and after
 # 60 minutes of training; from 3 up, circles turn octagonal and the small shapes of pairs lose their form.
 DEFAULT_GUIDANCE = 1.5

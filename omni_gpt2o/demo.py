@@ -21,6 +21,7 @@ from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.shapes import shapes_split
+from omni_gpt2o.drafts import SCHEDULE_POWER
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
@@ -122,6 +123,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         "sample_prompts": SAMPLE_PROMPTS,
         "sample_steps": SAMPLE_STEPS,
         "guidance": DEFAULT_GUIDANCE,
+        "schedule_power": SCHEDULE_POWER,
         "scores": scores,
         "learning_curve": curve,
         "curve_prompts": min(curve_prompts, len(prompts)) if curve_points else 0,

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from omni_gpt2o.checkpoint import read_config
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.dataset import read_split
+from omni_gpt2o.drafts import SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.judge import judge, summarise
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
@@ -31,19 +32,21 @@ def split_prompts(split_dir: str | Path, max_prompts: int | None = None) -> list
 
 
 def evaluate_pipeline(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, guidance: float = DEFAULT_GUIDANCE,
-                      seed: int = 0, batch_size: int = 32, progress: bool = True) -> dict:
+                      seed: int = 0, batch_size: int = 32, progress: bool = True,
+                      schedule_power: float = SCHEDULE_POWER, eta: float = 0.0) -> dict:
     """Generate one picture per prompt (seed + index) and judge it."""
     judgements, records = [], []
     for start in tqdm(range(0, len(prompts), batch_size), desc="evaluate", unit="batch", disable=not progress):
         batch = prompts[start: start + batch_size]
         gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
-        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=gens).images
+        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                      schedule_power=schedule_power, eta=eta).images
         for prompt, image in zip(batch, images):
             j = judge(image, prompt)
             judgements.append(j)
             records.append({"prompt": prompt, **vars(j)})
-    return {"scores": summarise(judgements), "steps": steps, "guidance": guidance, "seed": seed,
-            "prompts": len(prompts), "judgements": records}
+    return {"scores": summarise(judgements), "steps": steps, "guidance": guidance, "schedule_power": schedule_power,
+            "eta": eta, "seed": seed, "prompts": len(prompts), "judgements": records}
 
 
 def evaluate_manifest(folder: str | Path) -> dict:

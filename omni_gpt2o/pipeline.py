@@ -20,7 +20,7 @@ from PIL import Image
 from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
-from omni_gpt2o.drafts import degrade, implied_noise, make_draft, randn, sampling_schedule
+from omni_gpt2o.drafts import SCHEDULE_POWER, degrade, implied_noise, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
 from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource
 from omni_gpt2o.utils import autocast, autocast_dtype, resolve_device, to_pil
@@ -58,9 +58,11 @@ class OmniGPT2oPipeline:
     def __call__(self, prompt: str | list[str], num_inference_steps: int = 8,
                  guidance_scale: float = DEFAULT_GUIDANCE,
                  generator: torch.Generator | list[torch.Generator] | None = None, draft: DraftInput = None,
-                 draft_strength: float = 1.0, eta: float = 0.0, return_drafts: bool = False) -> PipelineOutput:
+                 draft_strength: float = 1.0, eta: float = 0.0, schedule_power: float = SCHEDULE_POWER,
+                 return_drafts: bool = False) -> PipelineOutput:
         """Draw `prompt`(s). `draft`: None or "noise" (from text alone), "sd" (a Stable Diffusion draft of
-        each prompt), or picture(s) to start from; `draft_strength` in (0, 1] says how far from it to start."""
+        each prompt), or picture(s) to start from; `draft_strength` in (0, 1] says how far from it to start.
+        `schedule_power` shapes the strengths visited (see `sampling_schedule`)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompts given")
@@ -69,7 +71,8 @@ class OmniGPT2oPipeline:
         n, size = len(prompts), self.model.config.image_size
         generators = self._generators(generator, n)
         start = self._start_pictures(draft, prompts, generators, size)
-        strengths = sampling_schedule(num_inference_steps, draft_strength if start is not None else 1.0)
+        strengths = sampling_schedule(num_inference_steps, draft_strength if start is not None else 1.0,
+                                      schedule_power)
 
         ids, mask = self.model.tokenize(prompts)
         if ids.shape[1] >= self.model.text_encoder.max_text_tokens:

@@ -61,13 +61,23 @@ def test_training_strengths_include_pure_noise_and_lean_strong():
 
 
 def test_sampling_schedule_falls_from_the_start_strength():
-    s = sampling_schedule(4)
-    assert s == [1.0, 0.75, 0.5, 0.25]
-    assert sampling_schedule(2, start=0.5) == [0.5, 0.25]
+    assert sampling_schedule(4, power=1) == [1.0, 0.75, 0.5, 0.25]
+    assert sampling_schedule(2, start=0.5, power=1) == [0.5, 0.25]
     with pytest.raises(ValueError):
         sampling_schedule(0)
     with pytest.raises(ValueError):
         sampling_schedule(3, start=1.5)
+    with pytest.raises(ValueError):
+        sampling_schedule(3, power=0)
+
+
+def test_schedule_power_lingers_on_weak_noise():
+    linear, curved = sampling_schedule(8, power=1), sampling_schedule(8, power=1.5)
+    assert curved[0] == linear[0] == 1.0
+    assert all(a > b > 0 for a, b in zip(curved, curved[1:]))  # falls, never reaching a clean picture
+    assert all(c < lin for c, lin in zip(curved[1:], linear[1:]))  # lighter drafts at every later step
+    assert sum(t < 0.25 for t in curved) > sum(t < 0.25 for t in linear)  # more steps spent on weak noise
+    assert curved[-1] == pytest.approx((1 / 8) ** 1.5)
 
 
 def test_implied_noise_inverts_degrade():

@@ -4,6 +4,7 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.checkpoint import save_checkpoint
+from omni_gpt2o.drafts import sampling_schedule
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
 
@@ -64,6 +65,15 @@ def test_starting_from_a_draft_picture(pipe):
     assert _arr(out.drafts[0])[..., 0].min() == 255  # the start picture comes back with return_drafts
     with pytest.raises(ValueError, match="draft must be"):
         pipe("a red square", draft="watercolour")
+
+
+@pytest.mark.parametrize("power", [1.0, 1.5])
+def test_the_sampler_visits_its_schedule(pipe, power):
+    seen = []
+    hook = pipe.model.register_forward_pre_hook(lambda mod, args: seen.append(round(float(args[3][0]), 6)))
+    pipe("a red square", num_inference_steps=4, guidance_scale=1.0, schedule_power=power)
+    hook.remove()
+    assert seen == [round(t, 6) for t in sampling_schedule(4, power=power)]
 
 
 def test_bad_calls_raise(pipe):
