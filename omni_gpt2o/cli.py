@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from omni_gpt2o.config import DEFAULT_GUIDANCE
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError
 
 
@@ -35,6 +35,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
 
 
@@ -151,6 +158,8 @@ def build_parser() -> Parser:
     flag(p, "--seed", type=int, default=0)
     flag(p, "--steps", type=positive_int, default=8)
     flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
+         help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
     flag(p, "--batch-size", type=positive_int, default=16)
     flag(p, "--draft", default="noise", help="noise (text alone), sd (a Stable Diffusion draft), or a picture")
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
@@ -169,6 +178,8 @@ def build_parser() -> Parser:
     flag(p, "--max-prompts", type=positive_int, help="at most this many prompts (one per picture)")
     flag(p, "--steps", type=positive_int, default=8)
     flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
+         help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
     flag(p, "--seed", type=int, default=0)
     flag(p, "--batch-size", type=positive_int, default=32)
     flag(p, "--out", help="write the scores and every judgement as JSON here")
@@ -267,7 +278,8 @@ def run(args: argparse.Namespace) -> None:
                                                  draft_config=sd_config(args))
         records = generate_to_dir(pipe, prompts, args.out_dir, seed=args.seed, steps=args.steps,
                                   guidance=args.guidance, batch_size=args.batch_size, draft=draft,
-                                  draft_strength=args.draft_strength, save_drafts=args.save_drafts)
+                                  draft_strength=args.draft_strength, save_drafts=args.save_drafts,
+                                  schedule_power=args.schedule_power)
         print(f"wrote {len(records)} pictures and manifest.jsonl to {args.out_dir}")
 
     elif args.command == "evaluate":
@@ -308,7 +320,7 @@ def run(args: argparse.Namespace) -> None:
             prompts = split_prompts(args.data, args.max_prompts)
             pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
             result = evaluate_pipeline(pipe, prompts, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                                       batch_size=args.batch_size)
+                                       batch_size=args.batch_size, schedule_power=args.schedule_power)
         print(format_scores(result["scores"]))
         if args.out:
             write_report(result, args.out)

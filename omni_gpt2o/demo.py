@@ -19,9 +19,8 @@ import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import DEFAULT_GUIDANCE
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.shapes import shapes_split
-from omni_gpt2o.drafts import SCHEDULE_POWER
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path
 from omni_gpt2o.pipeline import OmniGPT2oPipeline

@@ -11,11 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from omni_gpt2o.config import SCHEDULE_POWER
+
 MAX_BLUR = 0.06  # blur sigma at t = 1, as a fraction of the picture side
-# The sampler's strengths fall as (1 - k / n) ** power. Above 1 it spends more of its steps on weak noise,
-# where outlines are settled, and its last draft is lighter (t = 0.04 instead of 0.125 at 8 steps):
-# bench/sampler.py on the tuning split chose 1.5 (shapes drawn right more often, edges sharper).
-SCHEDULE_POWER = 1.5
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | list[torch.Generator] | None = None,

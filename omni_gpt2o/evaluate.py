@@ -14,9 +14,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from omni_gpt2o.checkpoint import read_config
-from omni_gpt2o.config import DEFAULT_GUIDANCE
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.dataset import read_split
-from omni_gpt2o.drafts import SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.judge import judge, summarise
 from omni_gpt2o.pipeline import OmniGPT2oPipeline

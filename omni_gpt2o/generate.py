@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from omni_gpt2o.config import DEFAULT_GUIDANCE
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.pipeline import DraftInput, OmniGPT2oPipeline
 
@@ -34,7 +34,8 @@ def read_prompts(path: str | Path) -> list[str]:
 def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | Path, seed: int = 0,
                     steps: int = 8, guidance: float = DEFAULT_GUIDANCE, batch_size: int = 16,
                     draft: DraftInput = None, draft_strength: float = 1.0,
-                    save_drafts: bool = False, progress: bool = True) -> list[dict]:
+                    save_drafts: bool = False, progress: bool = True,
+                    schedule_power: float = SCHEDULE_POWER) -> list[dict]:
     if any(not p.strip() for p in prompts):
         raise OmniError("empty prompt: give some text to draw")
     out_dir = Path(out_dir)
@@ -45,12 +46,14 @@ def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | 
         seeds = [seed + start + i for i in range(len(batch))]
         result = pipe(batch, num_inference_steps=steps, guidance_scale=guidance,
                       generator=[torch.Generator().manual_seed(s) for s in seeds],
-                      draft=draft, draft_strength=draft_strength, return_drafts=save_drafts)
+                      draft=draft, draft_strength=draft_strength, schedule_power=schedule_power,
+                      return_drafts=save_drafts)
         for i, (prompt, s, image) in enumerate(zip(batch, seeds, result.images)):
             name = f"{start + i:04d}.png"
             with atomic_path(out_dir / name) as tmp:
                 image.save(tmp, format="PNG")
-            record = {"prompt": prompt, "file": name, "seed": s, "steps": steps, "guidance": guidance}
+            record = {"prompt": prompt, "file": name, "seed": s, "steps": steps, "guidance": guidance,
+                      "schedule_power": schedule_power}
             if save_drafts and result.drafts is not None:
                 draft_name = f"{start + i:04d}_draft.png"
                 result.drafts[i].save(out_dir / draft_name, format="PNG")

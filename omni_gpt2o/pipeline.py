@@ -18,9 +18,9 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.checkpoint import load_checkpoint
-from omni_gpt2o.config import DEFAULT_GUIDANCE
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
-from omni_gpt2o.drafts import SCHEDULE_POWER, degrade, implied_noise, make_draft, randn, sampling_schedule
+from omni_gpt2o.drafts import degrade, implied_noise, make_draft, randn, sampling_schedule
 from omni_gpt2o.model import OmniGPT2o
 from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource
 from omni_gpt2o.utils import autocast, autocast_dtype, resolve_device, to_pil

@@ -7,6 +7,7 @@ import torch
 
 from omni_gpt2o.checkpoint import save_checkpoint
 from omni_gpt2o.cli import build_parser, main
+from omni_gpt2o.config import SCHEDULE_POWER
 
 
 @pytest.fixture
@@ -83,6 +84,12 @@ def test_generate_writes_pictures_and_manifest(ckpt, tmp_path):
     assert main(["generate", "--checkpoint", str(ckpt), "--prompts-file", str(pf), "--out-dir", str(tmp_path / "g2"),
                  "--seed", "8", "--steps", "2", "--guidance", "2"]) == 0
     assert (tmp_path / "g2" / "0000.png").read_bytes() == first
+    # --schedule-power reaches the sampler and the manifest.
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompts-file", str(pf), "--out-dir", str(tmp_path / "g3"),
+                 "--seed", "8", "--steps", "2", "--guidance", "2", "--schedule-power", "1"]) == 0
+    assert json.loads((tmp_path / "g3" / "manifest.jsonl").read_text())["schedule_power"] == 1.0
+    assert lines[0]["schedule_power"] == SCHEDULE_POWER
+    assert (tmp_path / "g3" / "0000.png").read_bytes() != first
 
 
 def test_generate_rejects_empty_prompts_and_bad_drafts(ckpt, tmp_path, capsys):
@@ -92,6 +99,8 @@ def test_generate_rejects_empty_prompts_and_bad_drafts(ckpt, tmp_path, capsys):
     assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "a", "--out-dir", str(tmp_path / "o"),
                  "--draft", str(tmp_path / "broken.png")]) == 1
     assert "--draft" in _one_line_error(capsys)
+    with pytest.raises(SystemExit):
+        main(["generate", "--checkpoint", str(ckpt), "--prompt", "a", "--out-dir", "o", "--schedule-power", "0"])
 
 
 def test_generate_from_a_draft_picture_saves_drafts(ckpt, tmp_path):
