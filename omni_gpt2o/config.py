@@ -118,8 +118,9 @@ PRESETS: dict[str, OmniConfig] = {
         decoder_attention_levels=(0, 1),
         decoder_pixel_channels=8,
         # With the outline loss (TrainConfig.edge_weight), the mix of GPT-2's layers lifted held-out colour-shape
-        # pairs from 23.5% to 31-38% full prompts at 60 TFLOP (bench/compute_to_bar.py, the tuning split); with
-        # today's sampler, starting the mix on the input embeddings (model.LayerMix) took them from 31-38% to 36-48%.
+        # pairs from 23.5% to 31-38% full prompts at 60 TFLOP (bench/compute_to_bar.py, the tuning split); with the
+        # curved sampling schedule, starting the mix on the input embeddings (model.LayerMix) took them from 31-38%
+        # to 36-48%.
         text_layer_mix=True,
     ),
     # The real thing (GPU + network): pretrained GPT-2 small and ViT-B/16, 224 x 224 pixels.
