@@ -52,6 +52,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def add_sampler_flags(p: argparse.ArgumentParser) -> None:
+    flag(p, "--steps", type=positive_int, default=8)
+    flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
+         help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
+
+
 def add_sd_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--draft-model", default="stabilityai/sd-turbo", help="diffusers model id or folder for SD drafts")
     flag(p, "--draft-steps", type=positive_int, default=1)
@@ -156,10 +163,7 @@ def build_parser() -> Parser:
     prompts.add_argument("--prompts-file", "--prompts_file", help="one prompt per line, UTF-8")
     flag(p, "--out-dir", required=True)
     flag(p, "--seed", type=int, default=0)
-    flag(p, "--steps", type=positive_int, default=8)
-    flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
-    flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
-         help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
+    add_sampler_flags(p)
     flag(p, "--batch-size", type=positive_int, default=16)
     flag(p, "--draft", default="noise", help="noise (text alone), sd (a Stable Diffusion draft), or a picture")
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
@@ -176,10 +180,7 @@ def build_parser() -> Parser:
                         "accuracy against training minutes")
     flag(p, "--data", help="Shapes split whose captions are the prompts (with --checkpoint)")
     flag(p, "--max-prompts", type=positive_int, help="at most this many prompts (one per picture)")
-    flag(p, "--steps", type=positive_int, default=8)
-    flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
-    flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
-         help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
+    add_sampler_flags(p)
     flag(p, "--seed", type=int, default=0)
     flag(p, "--batch-size", type=positive_int, default=32)
     flag(p, "--out", help="write the scores and every judgement as JSON here")
@@ -302,7 +303,8 @@ def run(args: argparse.Namespace) -> None:
             _check_dir(args.snapshots, "--snapshots")
             _check_dir(args.data, "--data")
             points = learning_curve(args.snapshots, split_prompts(args.data, args.max_prompts), steps=args.steps,
-                                    guidance=args.guidance, seed=args.seed, device=args.device)
+                                    guidance=args.guidance, seed=args.seed, device=args.device,
+                                    schedule_power=args.schedule_power)
             for p in points:
                 print(f"{p['snapshot']}: {p['minutes']:.1f} min, step {p['step']}: one-object full "
                       f"{100 * p['scores']['one_object']['full']:.1f}%, two-object full "

@@ -65,7 +65,8 @@ def evaluate_manifest(folder: str | Path) -> dict:
 
 
 def learning_curve(snapshots: str | Path, prompts: list[str], steps: int = 8, guidance: float = DEFAULT_GUIDANCE,
-                   seed: int = 0, device: str = "auto", progress: bool = True, precision: str = "auto") -> list[dict]:
+                   seed: int = 0, device: str = "auto", progress: bool = True, precision: str = "auto",
+                   schedule_power: float = SCHEDULE_POWER) -> list[dict]:
     """Score every snapshot a run kept (`train --snapshot-minutes`): accuracy against training time."""
     folders = sorted(f for f in Path(snapshots).glob("*") if (f / "config.json").is_file())  # names sort by time
     if not folders:
@@ -74,7 +75,8 @@ def learning_curve(snapshots: str | Path, prompts: list[str], steps: int = 8, gu
     for folder in tqdm(folders, desc="snapshots", unit="ckpt", disable=not progress):
         trained = read_config(folder).get("trained", {})
         pipe = OmniGPT2oPipeline.from_pretrained(folder, device=device, precision=precision)
-        scores = evaluate_pipeline(pipe, prompts, steps, guidance, seed, progress=False)["scores"]
+        scores = evaluate_pipeline(pipe, prompts, steps, guidance, seed, progress=False,
+                                   schedule_power=schedule_power)["scores"]
         points.append({"snapshot": folder.name, "minutes": round(trained.get("elapsed", 0.0) / 60, 2),
                        "step": trained.get("step"), "scores": scores})
     return points

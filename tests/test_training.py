@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from omni_gpt2o import pipeline as pipeline_module
 from omni_gpt2o import train as train_module
 from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.config import get_preset
@@ -168,8 +169,13 @@ def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes
 
     _, val_dir = shapes_splits
     out = tmp_path / "curve.json"
+    powers = []
+    real_schedule = pipeline_module.sampling_schedule
+    monkeypatch.setattr(pipeline_module, "sampling_schedule",
+                        lambda n, start, power: powers.append(power) or real_schedule(n, start, power))
     assert main(["evaluate", "--snapshots", str(snapshots), "--data", str(val_dir), "--max-prompts", "4",
-                 "--steps", "2", "--out", str(out)]) == 0
+                 "--steps", "2", "--schedule-power", "1", "--out", str(out)]) == 0
+    assert powers and set(powers) == {1.0}  # the sampler flags reach every snapshot's pictures
     points = json.loads(out.read_text())["points"]
     assert [p["snapshot"] for p in points] == ["min-000.5", "min-001.0", "min-001.5", "min-002.0"]
     steps = [p["step"] for p in points]
