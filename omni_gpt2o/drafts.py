@@ -2,7 +2,7 @@
 
 A draft of strength t in [0, 1] is `(1 - t) * blur(image, sigma(t)) + t * noise`: t = 0 is the clean
 picture, t = 1 pure noise. Training samples t per picture (pure noise included, so the model learns to
-draw from text alone); the sampler walks t down from 1, feeding each output back as the next draft.
+draw from text alone); the sampler (scheduler.py) walks t down from 1, feeding each output back as the next draft.
 Everything is batched tensor work on any device.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from omni_gpt2o.config import SCHEDULE_POWER
 
 MAX_BLUR = 0.06  # blur sigma at t = 1, as a fraction of the picture side
 
@@ -74,15 +72,3 @@ def sample_strengths(batch: int, generator: torch.Generator | None = None, pure_
     t = 1 - (1 - u) ** skew
     pure = torch.rand(batch, generator=generator) < pure_noise
     return torch.where(pure, torch.ones_like(t), t)
-
-
-def sampling_schedule(num_steps: int, start: float = 1.0, power: float = SCHEDULE_POWER) -> list[float]:
-    """Strengths the sampler visits: from `start` down to `start * (1 / num_steps) ** power`, never 0;
-    power 1 gives equal steps."""
-    if num_steps < 1:
-        raise ValueError("num_inference_steps must be at least 1")
-    if not 0.0 < start <= 1.0:
-        raise ValueError("draft strength must be in (0, 1]")
-    if power <= 0:
-        raise ValueError("schedule power must be positive")
-    return [start * (1 - k / num_steps) ** power for k in range(num_steps)]

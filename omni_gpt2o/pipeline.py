@@ -1,8 +1,8 @@
 """Text -> image, in the diffusers habit: `OmniGPT2oPipeline.from_pretrained(ckpt)(prompt).images`.
 
 The sampler draws from text alone: it starts from a pure-noise draft (strength 1), and at each of K
-steps predicts the clean picture, then builds the next, weaker draft from that prediction and the noise
-the current draft holds (the DDIM habit; `eta` > 0 mixes in fresh noise). With a
+steps predicts the clean picture, then its scheduler (`DraftScheduler`) builds the next, weaker draft from
+that prediction and the noise the current draft holds (the DDIM habit; `eta` > 0 mixes in fresh noise). With a
 `draft` picture (given, or a Stable Diffusion draft of the prompt) it starts from that picture instead,
 at `draft_strength` (the img2img habit).
 Classifier-free guidance mixes the prompt's prediction with the empty prompt's.
@@ -18,10 +18,11 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.checkpoint import load_checkpoint
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
+from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.dataset import resize_crop, to_rgb, to_unit_range
-from omni_gpt2o.drafts import degrade, implied_noise, make_draft, randn, sampling_schedule
+from omni_gpt2o.drafts import randn
 from omni_gpt2o.model import OmniGPT2o
+from omni_gpt2o.scheduler import DraftScheduler
 from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource
 from omni_gpt2o.utils import autocast, autocast_dtype, resolve_device, to_pil
 
@@ -44,6 +45,7 @@ class OmniGPT2oPipeline:
         self.device = torch.device(device)
         model.text_encoder.use_attention_for(self.device)
         self.autocast = autocast_dtype(self.device, precision)
+        self.scheduler = DraftScheduler()
         self.draft_config = draft_config  # which Stable Diffusion model draws draft="sd" (default: sd-turbo)
         self.draft_source: SDDraftSource | None = None  # loaded on first use
 
@@ -58,11 +60,11 @@ class OmniGPT2oPipeline:
     def __call__(self, prompt: str | list[str], num_inference_steps: int = 8,
                  guidance_scale: float = DEFAULT_GUIDANCE,
                  generator: torch.Generator | list[torch.Generator] | None = None, draft: DraftInput = None,
-                 draft_strength: float = 1.0, eta: float = 0.0, schedule_power: float = SCHEDULE_POWER,
+                 draft_strength: float = 1.0, eta: float = 0.0, schedule_power: float | None = None,
                  return_drafts: bool = False) -> PipelineOutput:
         """Draw `prompt`(s). `draft`: None or "noise" (from text alone), "sd" (a Stable Diffusion draft of
         each prompt), or picture(s) to start from; `draft_strength` in (0, 1] says how far from it to start.
-        `schedule_power` shapes the strengths visited (see `sampling_schedule`)."""
+        `schedule_power` overrides how the scheduler's strengths fall (see `scheduler.sampling_schedule`)."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompts given")
@@ -71,8 +73,8 @@ class OmniGPT2oPipeline:
         n, size = len(prompts), self.model.config.image_size
         generators = self._generators(generator, n)
         start = self._start_pictures(draft, prompts, generators, size)
-        strengths = sampling_schedule(num_inference_steps, draft_strength if start is not None else 1.0,
-                                      schedule_power)
+        self.scheduler.set_timesteps(num_inference_steps, draft_strength if start is not None else 1.0,
+                                     schedule_power)
 
         ids, mask = self.model.tokenize(prompts)
         if ids.shape[1] >= self.model.text_encoder.max_text_tokens:
@@ -88,18 +90,13 @@ class OmniGPT2oPipeline:
         def level(t: float) -> torch.Tensor:
             return torch.full((n,), t, device=self.device)
 
-        draft = first_draft = make_draft(image, level(strengths[0]), generators)
+        strengths = self.scheduler.timesteps
+        draft = first_draft = self.scheduler.add_noise(image, randn(tuple(image.shape), generators, self.device),
+                                                       level(strengths[0]))
         for k, t in enumerate(strengths):
             image = self._predict(ids, mask, draft, level(t), guidance_scale if guided else None)
-            if k + 1 == len(strengths):
-                break
-            # The noise this draft holds, given the new prediction; carried into the next, weaker draft
-            # (the DDIM habit) so that choices made early are kept. eta mixes in fresh noise.
-            noise = implied_noise(draft, image, level(t))
-            if eta > 0:
-                fresh = randn(tuple(image.shape), generators, device=self.device)
-                noise = (1 - eta**2) ** 0.5 * noise + eta * fresh
-            draft = degrade(image, level(strengths[k + 1]), noise)
+            if k + 1 < len(strengths):
+                draft = self.scheduler.step(image, level(t), draft, level(strengths[k + 1]), eta, generators)
         drafts = to_pil(start if start is not None else first_draft) if return_drafts else None
         return PipelineOutput(images=to_pil(image), drafts=drafts)
 

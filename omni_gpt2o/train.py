@@ -36,10 +36,11 @@ from omni_gpt2o.checkpoint import (
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import CaptionedImages, collate, to_unit_range
-from omni_gpt2o.drafts import degrade, implied_noise, make_draft, sample_strengths
+from omni_gpt2o.drafts import make_draft, sample_strengths
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.scheduler import DraftScheduler
 from omni_gpt2o.sd_drafts import describe, find_draft_store
 from omni_gpt2o.utils import autocast, autocast_dtype, image_grid, resolve_device, seed_everything
 
@@ -370,7 +371,7 @@ def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean
     strong = make_draft(clean, high, generator)
     with autocast(clean.device, amp):
         guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
-    return degrade(guess, low, implied_noise(strong, guess, high)), low
+    return DraftScheduler.step(guess, high, strong, low), low
 
 
 def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, clean: torch.Tensor,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from omni_gpt2o.drafts import gaussian_blur, make_draft, randn, sample_strengths, sampling_schedule
+from omni_gpt2o.drafts import gaussian_blur, make_draft, randn, sample_strengths
 
 
 def _pictures(b=4, size=32):
@@ -58,26 +58,6 @@ def test_training_strengths_include_pure_noise_and_lean_strong():
     partial = t[t < 1]
     assert abs(partial.mean().item() - 2 / 3) < 0.02  # skewed towards strong noise
     assert partial.min() < 0.05  # light drafts still occur
-
-
-def test_sampling_schedule_falls_from_the_start_strength():
-    assert sampling_schedule(4, power=1) == [1.0, 0.75, 0.5, 0.25]
-    assert sampling_schedule(2, start=0.5, power=1) == [0.5, 0.25]
-    with pytest.raises(ValueError):
-        sampling_schedule(0)
-    with pytest.raises(ValueError):
-        sampling_schedule(3, start=1.5)
-    with pytest.raises(ValueError):
-        sampling_schedule(3, power=0)
-
-
-def test_schedule_power_lingers_on_weak_noise():
-    linear, curved = sampling_schedule(8, power=1), sampling_schedule(8, power=1.5)
-    assert curved[0] == linear[0] == 1.0
-    assert all(a > b > 0 for a, b in zip(curved, curved[1:]))  # falls, never reaching a clean picture
-    assert all(c < lin for c, lin in zip(curved[1:], linear[1:]))  # lighter drafts at every later step
-    assert sum(t < 0.25 for t in curved) > sum(t < 0.25 for t in linear)  # more steps spent on weak noise
-    assert curved[-1] == pytest.approx((1 / 8) ** 1.5)
 
 
 def test_implied_noise_inverts_degrade():

@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.checkpoint import save_checkpoint
-from omni_gpt2o.drafts import sampling_schedule
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.scheduler import sampling_schedule
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from omni_gpt2o import pipeline as pipeline_module
+from omni_gpt2o import scheduler as scheduler_module
 from omni_gpt2o import train as train_module
 from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.config import get_preset
@@ -170,8 +170,8 @@ def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes
     _, val_dir = shapes_splits
     out = tmp_path / "curve.json"
     powers = []
-    real_schedule = pipeline_module.sampling_schedule
-    monkeypatch.setattr(pipeline_module, "sampling_schedule",
+    real_schedule = scheduler_module.sampling_schedule
+    monkeypatch.setattr(scheduler_module, "sampling_schedule",
                         lambda n, start, power: powers.append(power) or real_schedule(n, start, power))
     assert main(["evaluate", "--snapshots", str(snapshots), "--data", str(val_dir), "--max-prompts", "4",
                  "--steps", "2", "--schedule-power", "1", "--out", str(out)]) == 0

@@ -89,7 +89,7 @@ class ArrayCache:
 def feature_cache(root: str | Path, model, records: list, image_size: int) -> ArrayCache:
     """The ViT-feature cache of a split for this model's frozen ViT."""
     vit = model.image_encoder
-    weights = torch.cat([p.detach().flatten()[:4096].float() for p in vit.parameters()])
+    weights = torch.cat([p.detach().flatten()[:4096].float().cpu() for p in vit.parameters()])  # CUDA too
     key = {"image_model": model.config.image_model, "image_model_kwargs": model.config.image_model_kwargs,
            "weights": hashlib.sha256(weights.numpy().tobytes()).hexdigest()[:16], "image_size": image_size,
            "preprocessing": PREPROCESSING, "pictures": len(records), "split": _split_fingerprint(records)}
