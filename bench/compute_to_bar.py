@@ -34,7 +34,7 @@ from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.train import EMA, TrainConfig, alignment_targets, train, train_step
+from omni_gpt2o.train import Learner, StepBatch, TrainConfig, alignment_targets, train, train_step
 
 TUNING_SEED = 101  # the split levers are chosen on; the demo's validation splits use seeds 0 and 1
 
@@ -87,12 +87,12 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
                 lambda mod, args, kwargs: calls.append((mod, args, kwargs, torch.is_grad_enabled())), with_kwargs=True))
     size, b = model.config.image_size, cfg.batch_size
     clean = torch.rand(b, 3, size, size) * 2 - 1
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=0.0)
+    cfg = replace(cfg, rollout=0.0, learning_rate=0.0)
+    learner = Learner(model, cfg, None)
     with FlopCounterMode(display=False) as total:
-        target = alignment_targets(model, clean, cfg, None)
-        train_step(model, optimizer, EMA(model, 0.9), clean, target,
-                   ["a small red circle to the left of a large blue square"] * b,
-                   replace(cfg, rollout=0.0), torch.Generator().manual_seed(0), None, 0)
+        batch = StepBatch(clean, ["a small red circle to the left of a large blue square"] * b, list(range(b)),
+                          alignment_targets(model, clean, cfg, None))
+        train_step(learner, batch, cfg, 0)
     for h in hooks:
         h.remove()
 

@@ -24,7 +24,7 @@ from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache
 from omni_gpt2o.data.dataset import CaptionedImages, collate, to_unit_range
 from omni_gpt2o.model import build_model
-from omni_gpt2o.train import EMA, TrainConfig, frozen_targets, train_step
+from omni_gpt2o.train import Learner, StepBatch, TrainConfig, frozen_targets, train_step
 from omni_gpt2o.utils import autocast_dtype
 
 
@@ -51,8 +51,7 @@ def main() -> None:
     model = build_model(get_preset("tiny"))
     amp = autocast_dtype(torch.device("cpu"), "auto")
     cfg = TrainConfig(data="", out="", rollout=0.0)  # a plain step: the figure the README quotes
-    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4, fused=True)
-    ema = EMA(model, 0.999)
+    learner = Learner(model, cfg, amp)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "split"
         make_split(root, args.batch_size * (args.steps + 2))
@@ -72,8 +71,7 @@ def main() -> None:
                 if target is None:
                     target = frozen_targets(model, clean, amp)
                     cache.put(batch.indices, target)
-                gen = torch.Generator().manual_seed(i)
-                train_step(model, optimizer, ema, clean, target, batch.captions, cfg, gen, amp, i)
+                train_step(learner, StepBatch(clean, batch.captions, batch.indices, target), cfg, i)
                 t2 = time.perf_counter()
                 if i >= 2:  # the first batches include worker start-up
                     waits.append(t1 - t0)

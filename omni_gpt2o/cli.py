@@ -14,6 +14,8 @@ from pathlib import Path
 
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError
+from omni_gpt2o.options import add_flags, from_flags
+from omni_gpt2o.train import TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,13 +44,6 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -111,50 +106,8 @@ def build_parser() -> Parser:
     flag(p, "--device", default="auto")
     add_sd_flags(p)
 
-    p = sub.add_parser("train", help="train the glue on a split folder")
-    flag(p, "--data", required=True, help="training split folder (captions.json + images/)")
-    flag(p, "--val-data", help="validation split folder")
-    flag(p, "--out", required=True, help="run folder: checkpoints/, tensorboard/, samples")
-    flag(p, "--preset", default="tiny", help="model preset: tiny (offline), gpt2-vit-b, gpt2-medium-vit-l")
-    flag(p, "--epochs", type=positive_int, default=10)
-    flag(p, "--minutes", type=float, help="train for this many minutes instead of --epochs")
-    flag(p, "--max-steps", type=positive_int)
-    flag(p, "--batch-size", type=positive_int, default=32)
-    flag(p, "--latent-dim", type=positive_int, help="VAE latent channels (default: the preset's)")
-    flag(p, "--learning-rate", "--lr", type=float, default=1e-3)
-    flag(p, "--weight-decay", type=non_negative_float, default=0.01)
-    flag(p, "--warmup-epochs", type=non_negative_float, default=0.2)
-    flag(p, "--gradient-clip", type=non_negative_float, default=1.0, help="0 turns clipping off")
-    flag(p, "--kl-weight", type=non_negative_float, default=1e-3)
-    flag(p, "--edge-weight", type=non_negative_float, default=1.0,
-         help="weight of the loss on the picture's pixel differences (its outlines); 0: plain MSE only")
-    flag(p, "--align-weight", type=non_negative_float, default=0.0,
-         help="weight of the loss that predicts the frozen ViT's view of the clean picture (0: off, no ViT pass)")
-    flag(p, "--caption-dropout", type=non_negative_float, default=0.1)
-    flag(p, "--rollout", type=non_negative_float, default=0.0,
-         help="share of steps trained on the sampler's own next draft (0: off; each costs one more forward)")
-    flag(p, "--pure-noise", type=non_negative_float, default=0.2,
-         help="share of drafts that are pure noise (drawing from text alone)")
-    flag(p, "--noise-skew", type=float, default=1.0,
-         help="1: the other draft strengths uniform in (0, 1); > 1 leans them to strong noise")
-    flag(p, "--ema-decay", type=non_negative_float, default=0.999)
-    flag(p, "--max-train-samples", type=positive_int)
-    flag(p, "--max-val-samples", type=positive_int, default=256)
-    flag(p, "--seed", type=int, default=0)
-    flag(p, "--debug", action="store_true", help="a few samples, one epoch, log every step")
-    flag(p, "--save-interval", type=positive_int, default=1, help="epochs between `last` checkpoints")
-    flag(p, "--snapshot-minutes", type=float,
-         help="also keep the weights every this many training minutes (checkpoints/snapshots/, for a curve)")
-    flag(p, "--checkpoint-path", help="resume from a `last` checkpoint")
-    flag(p, "--use-clearml", action="store_true")
-    flag(p, "--device", default="auto")
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
-    flag(p, "--num-workers", type=int, default=0)
-    flag(p, "--draft", choices=["noise", "sd"], default="noise",
-         help="sd: mix in the split's stored Stable Diffusion drafts (made by prepare-drafts)")
-    flag(p, "--sd-draft-ratio", type=non_negative_float, default=0.5, help="share of pictures drafted by SD")
-    flag(p, "--cache-dir", help="cache folder for ViT features and preprocessed pictures (filled by precompute "
-         "or during the first epoch)")
+    p = sub.add_parser("train", help="train the glue on a split folder (many processes: accelerate launch)")
+    add_flags(p, TrainConfig)  # every flag, its default, help and range come from TrainConfig
 
     p = sub.add_parser("generate", help="draw pictures from prompts")
     flag(p, "--checkpoint", required=True)
@@ -250,10 +203,9 @@ def run(args: argparse.Namespace) -> None:
         print(f"drew {drawn} drafts ({rate:.2f} img/s); {describe(store)}")
 
     elif args.command == "train":
-        from omni_gpt2o.train import TrainConfig, train
+        from omni_gpt2o.train import train
 
-        keys = set(TrainConfig.__dataclass_fields__)
-        cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in keys and v is not None})
+        cfg = from_flags(TrainConfig, args)
         _check_dir(cfg.data, "--data")
         if cfg.val_data:
             _check_dir(cfg.val_data, "--val-data")

@@ -63,23 +63,22 @@ def training_step_flops(model: OmniGPT2o, cfg: TrainConfig, batch_size: int | No
     Returns {"plain": ..., "rollout": ..., "mean": (1 - rollout) x plain + rollout x rollout step}.
     """
     from omni_gpt2o.drafts import make_draft
-    from omni_gpt2o.train import EMA, alignment_targets, train_step
+    from omni_gpt2o.train import Learner, StepBatch, alignment_targets, train_step
 
     b = batch_size or cfg.batch_size
     device = model.separator.device
     twin = copy.deepcopy(model).train()
-    optimizer = torch.optim.AdamW(twin.trainable_parameters(), lr=0.0)
-    ema = EMA(twin, cfg.ema_decay)
+    cfg = replace(cfg, learning_rate=0.0, gradient_clip=0.0)
+    learner = Learner(twin, cfg, None)
     size = twin.config.image_size
-    generator = torch.Generator().manual_seed(0)
-    clean = make_draft(torch.zeros(b, 3, size, size, device=device), torch.ones(b, device=device), generator)
+    clean = make_draft(torch.zeros(b, 3, size, size, device=device), torch.ones(b, device=device),
+                       torch.Generator().manual_seed(0))
     captions = ["a small red circle to the left of a large blue square"] * b
     counts = {}
     for kind, rollout in (("plain", 0.0), ("rollout", 1.0)):
         with FlopCounterMode(display=False) as counter:
-            target = alignment_targets(twin, clean, cfg, None)
-            train_step(twin, optimizer, ema, clean, target, captions, replace(cfg, rollout=rollout, gradient_clip=0.0),
-                       torch.Generator().manual_seed(1), None, step=0)
+            batch = StepBatch(clean, captions, list(range(b)), alignment_targets(twin, clean, cfg, None))
+            train_step(learner, batch, replace(cfg, rollout=rollout), step=0)
         counts[kind] = float(counter.get_total_flops())
     counts["mean"] = (1 - cfg.rollout) * counts["plain"] + cfg.rollout * counts["rollout"]
     return counts

@@ -12,9 +12,7 @@ from __future__ import annotations
 import torch
 
 from omni_gpt2o.config import SCHEDULE_POWER
-from omni_gpt2o.drafts import degrade, implied_noise, randn
-
-Generators = torch.Generator | list[torch.Generator] | None
+from omni_gpt2o.drafts import Generators, degrade, implied_noise, randn
 
 
 def sampling_schedule(num_steps: int, start: float = 1.0, power: float = SCHEDULE_POWER) -> list[float]:

@@ -7,6 +7,12 @@ the clean picture, when asked for).
 On a share of the steps (`rollout`) the draft is the sampler's own next draft instead, so the model learns
 to fix its early guesses. AdamW on the trained parameters only, warmup then cosine, gradient clipping, an
 EMA of the weights (used for validation, samples and the saved model), `last` and `best` checkpoints.
+
+On many processes (`accelerate launch`: DDP on GPUs, gloo on CPUs) `batch_size` stays the global batch: each
+process trains its share of every batch, and each picture's random draws are seeded by (seed, step, the
+picture's index in the data set), so the number of processes does not change what is trained. Stop
+decisions (the clock, a signal, a batch of unreadable pictures) are agreed between processes; checkpoints,
+logs, samples and validation come from the main process, written by our own safetensors + JSON saver.
 """
 
 from __future__ import annotations
@@ -15,9 +21,10 @@ import contextlib
 import json
 import math
 import signal
+import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +42,11 @@ from omni_gpt2o.checkpoint import (
 )
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
-from omni_gpt2o.data.dataset import CaptionedImages, collate, to_unit_range
-from omni_gpt2o.drafts import make_draft, sample_strengths
+from omni_gpt2o.data.dataset import Batch, CaptionedImages, collate, to_unit_range
+from omni_gpt2o.drafts import make_draft, rand, sample_strengths
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
+from omni_gpt2o.options import option
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.scheduler import DraftScheduler
 from omni_gpt2o.sd_drafts import describe, find_draft_store
@@ -47,46 +55,58 @@ from omni_gpt2o.utils import autocast, autocast_dtype, image_grid, resolve_devic
 
 @dataclass
 class TrainConfig:
-    data: str
-    out: str
-    val_data: str | None = None
-    preset: str = "tiny"
-    latent_dim: int | None = None  # overrides the preset's
-    model_overrides: dict[str, Any] | None = None  # any other OmniConfig field, e.g. {"decoder_blocks": 2}
-    epochs: int = 10
-    minutes: float | None = None  # a time budget instead of epochs: the schedule follows the clock
-    max_steps: int | None = None
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_epochs: float = 0.2
-    gradient_clip: float = 1.0
-    kl_weight: float = 1e-3
-    edge_weight: float = 1.0  # > 0: also match the picture's pixel differences (its outlines)
-    align_weight: float = 0.0  # > 0: also predict the frozen ViT's view of the clean picture (one more ViT pass)
-    caption_dropout: float = 0.1  # empty caption this often: the unconditional half of CFG
-    pure_noise: float = 0.2  # drafts that are pure noise (drawing from text alone)
-    noise_skew: float = 1.0  # 1: the other strengths uniform, as the sampler visits them; > 1 leans to strong noise
-    rollout: float = 0.0  # share of steps that train on the sampler's own next draft (see rollout_draft)
-    ema_decay: float = 0.999
-    max_train_samples: int | None = None
-    max_val_samples: int | None = 256
-    seed: int = 0
-    debug: bool = False
-    save_interval: int = 1  # epochs between `last` checkpoints
-    snapshot_minutes: float | None = None  # also keep the weights every this many training minutes (a curve)
-    checkpoint_path: str | None = None  # resume from this checkpoint (a `last` folder)
-    use_clearml: bool = False
-    device: str = "auto"
-    precision: str = "auto"  # auto | bf16 | fp32
-    num_workers: int = 0
-    draft: str = "noise"  # noise: procedural drafts only; sd: mix in stored Stable Diffusion drafts
-    sd_draft_ratio: float = 0.5  # with --draft sd: the share of pictures whose draft starts from SD's picture
-    cache_dir: str | None = None  # on-disk caches: ViT embeddings of the clean pictures, preprocessed pictures
-    sample_steps: int = 8
-    log_every: int = 10
-    progress: bool = True
+    data: str = option(help="training split folder (captions.json + images/)")
+    out: str = option(help="run folder: checkpoints/, tensorboard/, samples")
+    val_data: str | None = option(None, "validation split folder")
+    preset: str = option("tiny", "model preset: tiny (offline), gpt2-vit-b, gpt2-medium-vit-l")
+    latent_dim: int | None = option(None, "VAE latent channels (default: the preset's)", positive=True)
+    model_overrides: dict[str, Any] | None = option(None, flag=False)  # other OmniConfig fields, e.g. decoder_blocks
+    epochs: int = option(10, positive=True)
+    minutes: float | None = option(None, "train for this many minutes instead of --epochs", positive=True)
+    max_steps: int | None = option(None, positive=True)
+    batch_size: int = option(32, "the global batch: split across processes and --grad-accum passes", positive=True)
+    grad_accum: int = option(1, "gradient accumulation: each process's share of a batch runs in this many passes",
+                             positive=True)
+    learning_rate: float = option(1e-3, positive=True, aliases=("--lr",))
+    weight_decay: float = option(0.01, minimum=0)
+    warmup_epochs: float = option(0.2, minimum=0)
+    gradient_clip: float = option(1.0, "0 turns clipping off", minimum=0)
+    kl_weight: float = option(1e-3, minimum=0)
+    edge_weight: float = option(1.0, "weight of the loss on the picture's pixel differences (its outlines); "
+                                     "0: plain MSE only", minimum=0)
+    align_weight: float = option(0.0, "weight of the loss that predicts the frozen ViT's view of the clean "
+                                      "picture (0: off, no ViT pass)", minimum=0)
+    caption_dropout: float = option(0.1, "empty caption this often: the unconditional half of guidance", minimum=0)
+    pure_noise: float = option(0.2, "share of drafts that are pure noise (drawing from text alone)", minimum=0)
+    noise_skew: float = option(1.0, "1: the other draft strengths uniform in (0, 1); > 1 leans them to strong "
+                                    "noise", positive=True)
+    rollout: float = option(0.0, "share of steps trained on the sampler's own next draft (0: off; each costs "
+                                 "one more forward)", minimum=0)
+    ema_decay: float = option(0.999, minimum=0)
+    max_train_samples: int | None = option(None, positive=True)
+    max_val_samples: int | None = option(256, positive=True)
+    seed: int = option(0)
+    debug: bool = option(False, "a few samples, one epoch, log every step")
+    save_interval: int = option(1, "epochs between `last` checkpoints", positive=True)
+    snapshot_minutes: float | None = option(None, "also keep the weights every this many training minutes "
+                                                  "(checkpoints/snapshots/, for a learning curve)", positive=True)
+    checkpoint_path: str | None = option(None, "resume from a `last` checkpoint (any number of processes)")
+    use_clearml: bool = option(False, "log to ClearML too")
+    device: str = option("auto", "auto | cpu | cuda | mps (under accelerate launch: each process's own GPU)")
+    precision: str = option("auto", "auto: bf16 where the hardware has it, fp16 + gradient scaling on GPUs "
+                                    "without bf16, else fp32", choices=("auto", "bf16", "fp16", "fp32"))
+    num_workers: int = option(0, "data loading processes (per training process)", minimum=0)
+    draft: str = option("noise", "sd: mix in the split's stored Stable Diffusion drafts (made by prepare-drafts)",
+                        choices=("noise", "sd"))
+    sd_draft_ratio: float = option(0.5, "with --draft sd: the share of pictures drafted by SD", minimum=0)
+    cache_dir: str | None = option(None, "cache folder for ViT features and preprocessed pictures (filled by "
+                                         "precompute or during the first epoch)")
+    sample_steps: int = option(8, "sampling steps of the sample grid", positive=True)
+    log_every: int = option(10, "steps between logged losses", positive=True)
+    progress: bool = option(True, flag=False)
 
+
+# --- the parts a step changes ------------------------------------------------------------------------------
 
 class EMA:
     """Exponential moving average of the trained parameters."""
@@ -121,228 +141,154 @@ class EMA:
         return {k: self.shadow.get(k, v) for k, v in sd.items()}
 
 
-def learning_rate(cfg: TrainConfig, step: int, warmup_steps: int, progress: float) -> float:
-    """Linear warmup, then cosine decay to 10% over the run's progress (steps or minutes)."""
-    warm = min(1.0, (step + 1) / max(1, warmup_steps))
-    return cfg.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+class Learner:
+    """The model, its optimizer, EMA and (for fp16) gradient scaler; with an accelerator of several processes,
+    the forward runs through accelerate's DDP wrapper so gradients are averaged across processes."""
+
+    def __init__(self, model: OmniGPT2o, cfg: TrainConfig, amp: torch.dtype | None, accelerator=None):
+        self.model, self.amp = model, amp
+        device = model.separator.device
+        self.params = model.trainable_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           betas=(0.9, 0.99), fused=device.type in ("cuda", "cpu"))  # one kernel
+        self.ema = EMA(model, cfg.ema_decay)
+        self.scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # bf16 needs none
+        many = accelerator is not None and accelerator.num_processes > 1
+        self.forward = accelerator.prepare_model(model) if many else model
+
+    def no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """Gradients meet across processes only on the last pass of an accumulated step."""
+        return self.forward.no_sync() if not sync and hasattr(self.forward, "no_sync") else contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def update(self, clip: float, step: int) -> torch.Tensor | None:
+        """Clip, take the optimizer step (skipped by the scaler on overflow), update the EMA; the gradient norm."""
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if clip > 0 else None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.update(step)
+        return norm
+
+    def state(self) -> tuple[dict[str, torch.Tensor], list[dict]]:
+        """Raw weights, EMA and optimizer as tensors (safetensors), and the optimizer's groups (JSON)."""
+        tensors = {f"raw.{k}": v for k, v in self.model.trainable_state_dict().items()}
+        tensors |= {f"ema.{n}": v for n, v in self.ema.shadow.items()}
+        opt_tensors, groups = optimizer_to_tensors(self.optimizer)
+        return tensors | opt_tensors, groups
+
+    def load_state(self, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+        device = self.model.separator.device
+        self.model.load_state_dict({k[len("raw."):]: v for k, v in tensors.items() if k.startswith("raw.")},
+                                   strict=False)
+        self.ema.shadow = {n: tensors[f"ema.{n}"].to(device) for n in self.ema.params}
+        optimizer_from_tensors(self.optimizer, tensors, groups)
 
 
-class Stop(Exception):
-    """Raised by SIGTERM so a killed run saves `last` before it goes."""
+# --- one step ------------------------------------------------------------------------------------------------
+
+@dataclass
+class StepBatch:
+    """This process's share of a batch, on the device."""
+    clean: torch.Tensor  # (b, 3, H, W) in [-1, 1]
+    captions: list[str]
+    sample_ids: list[int]  # each picture's index in the data set: with (seed, step) it seeds the picture's draws
+    target: torch.Tensor | None = None  # the frozen ViT's tokens of the clean pictures (alignment loss)
+    sd_pictures: torch.Tensor | None = None  # stored Stable Diffusion drafts, in [-1, 1] ...
+    sd_stored: torch.Tensor | None = None  # ... and which rows have one
+
+    def rows(self, part: slice) -> StepBatch:
+        def cut(x):
+            return None if x is None else x[part]
+
+        return StepBatch(self.clean[part], self.captions[part], self.sample_ids[part], cut(self.target),
+                         cut(self.sd_pictures), cut(self.sd_stored))
 
 
-def train(cfg: TrainConfig) -> Path:
-    run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.debug:
-        cfg.max_train_samples, cfg.max_val_samples = cfg.max_train_samples or 64, cfg.max_val_samples or 16
-        cfg.epochs, cfg.log_every = min(cfg.epochs, 1), 1
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    amp = autocast_dtype(device, cfg.precision)
+def picture_generators(seed: int, step: int, sample_ids: list[int],
+                       device: torch.device) -> tuple[list[torch.Generator], list[torch.Generator]]:
+    """Each picture's own random streams for this step, from (seed, step, picture): one on the host for choices
+    (caption dropped, strength, rollout), one on the device for noise. A picture draws the same numbers
+    whichever process trains it and whatever else is in its share of the batch."""
+    keys = [((seed * 1_000_003 + step) * 10_000_019 + i) % 2**62 for i in sample_ids]
+    host = [torch.Generator().manual_seed(2 * k) for k in keys]
+    noise = [torch.Generator(device).manual_seed(2 * k + 1) for k in keys]
+    return host, noise
 
-    # --- model: fresh glue on frozen backbones, or everything from a checkpoint to resume ---------
-    resume = load_training_state(cfg.checkpoint_path) if cfg.checkpoint_path else None
-    if cfg.checkpoint_path:
-        if resume is None:
-            raise OmniError(f"{cfg.checkpoint_path} has no training state to resume from (use a `last` checkpoint)")
-        model, _ = load_checkpoint(cfg.checkpoint_path, device)
+
+def step_uniform(seed: int, step: int) -> float:
+    """One draw per step, the same in every process (whether this step is a rollout step)."""
+    return torch.rand(1, generator=torch.Generator().manual_seed(seed * 1_000_003 + step)).item()
+
+
+@torch.no_grad()
+def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor,
+                  host: list[torch.Generator], noise: list[torch.Generator],
+                  amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A draft as the sampler makes it: predict from a strong draft, then step down to a weaker one built
+    from that prediction and the noise the strong draft held. Training on these teaches the model to fix
+    its own early guesses (a blob where a square belongs), not only degraded true pictures."""
+    b = clean.shape[0]
+    high = (0.5 + 0.5 * rand((b,), host)).to(clean.device)
+    low = high * (0.3 + 0.6 * rand((b,), host)).to(clean.device)
+    strong = make_draft(clean, high, noise)
+    with autocast(clean.device, amp):
+        guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
+    return DraftScheduler.step(guess, high, strong, low), low
+
+
+def pass_losses(learner: Learner, batch: StepBatch, cfg: TrainConfig, host: list[torch.Generator],
+                noise: list[torch.Generator], rollout: bool) -> dict[str, torch.Tensor]:
+    """Forward and losses of one pass over some pictures."""
+    model, clean, n = learner.model, batch.clean, len(batch.captions)
+    dropped = (rand((n,), host) < cfg.caption_dropout).tolist()
+    ids, mask = model.tokenize(["" if d else c for c, d in zip(batch.captions, dropped)])
+    strength = sample_strengths(n, host, pure_noise=cfg.pure_noise, skew=cfg.noise_skew).to(clean.device)
+    source = clean
+    if batch.sd_pictures is not None:  # some drafts start from Stable Diffusion's picture; the target stays clean
+        use = (rand((n,), host) < cfg.sd_draft_ratio).to(clean.device) & batch.sd_stored
+        source = torch.where(use.view(-1, 1, 1, 1), batch.sd_pictures, clean)
+        strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
+    if rollout:
+        draft, strength = rollout_draft(model, ids, mask, clean, host, noise, learner.amp)
     else:
-        config = get_preset(cfg.preset)
-        if cfg.latent_dim:
-            config = config.replace(latent_dim=cfg.latent_dim)
-        if cfg.model_overrides:
-            config = config.replace(**cfg.model_overrides)
-        model = build_model(config).to(device)
-    model.train()
-    model.text_encoder.use_attention_for(device)
-    params = model.trainable_parameters()
-    n_trained, n_all = sum(p.numel() for p in params), sum(p.numel() for p in model.parameters())
-
-    # --- data ---------------------------------------------------------------------------------------
-    size = model.config.image_size
-    train_set = CaptionedImages(cfg.data, size, cfg.max_train_samples, seed=cfg.seed)
-    val_set = CaptionedImages(cfg.val_data, size, cfg.max_val_samples, seed=cfg.seed) if cfg.val_data else None
-    cache = pixels = None
-    if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
-        if cfg.align_weight > 0:  # the ViT's view of the clean pictures serves the alignment loss only
-            cache = feature_cache(cfg.cache_dir, model, train_set.records, size)
-        pixels = train_set.pixels = pixel_cache(cfg.cache_dir, train_set.records, size)
-    sd_store, caption_offsets = None, []
-    if cfg.draft == "sd":
-        sd_store = find_draft_store(cfg.data, train_set.records, size)
-        caption_offsets = np.cumsum([0] + [len(r.captions) for r in train_set.records]).tolist()  # row of caption 0
-        print(f"mixing in {describe(sd_store)} for {cfg.sd_draft_ratio:.0%} of the pictures", flush=True)
-    elif cfg.draft != "noise":
-        raise OmniError(f"--draft must be noise or sd, not {cfg.draft!r}")
-    batch_size = min(cfg.batch_size, len(train_set))
-    steps_per_epoch = len(train_set) // batch_size
-    warmup_steps = max(1, round(cfg.warmup_epochs * steps_per_epoch))
-    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
-    budget = cfg.minutes * 60 if cfg.minutes else None
-
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, betas=(0.9, 0.99),
-                                  fused=device.type in ("cuda", "cpu"))  # one kernel for all parameters
-    ema = EMA(model, cfg.ema_decay)
-    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0, "best_val": None,
-                             "history": []}
-    if resume is not None:
-        tensors, state = resume
-        model.load_state_dict({k[len("raw."):]: v for k, v in tensors.items() if k.startswith("raw.")}, strict=False)
-        ema.shadow = {n: tensors[f"ema.{n}"].to(device) for n in ema.params}
-        optimizer_from_tensors(optimizer, tensors, state.pop("param_groups"))
-
-    writer = _tensorboard(run_dir)
-    if cfg.use_clearml:
-        _clearml(run_dir, cfg)
-    (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    print(f"training {n_trained / 1e6:.2f}M of {n_all / 1e6:.2f}M parameters (the rest frozen) on {device}"
-          f"{' with ' + str(amp).replace('torch.', '') + ' autocast' if amp else ''}; "
-          f"{len(train_set)} pictures, {steps_per_epoch} steps/epoch, "
-          + (f"time budget {cfg.minutes:g} min" if budget else f"{total_steps} steps"), flush=True)
-
-    def progress() -> float:
-        return state["elapsed"] / budget if budget else state["step"] / max(1, total_steps)
-
-    def done() -> bool:
-        return progress() >= 1.0 or (cfg.max_steps is not None and state["step"] >= cfg.max_steps)
-
-    def checkpoint(name: str, with_state: bool) -> None:
-        tensors = {f"raw.{k}": v for k, v in model.trainable_state_dict().items()}
-        tensors |= {f"ema.{n}": v for n, v in ema.shadow.items()}
-        opt_tensors, groups = optimizer_to_tensors(optimizer)
-        tensors |= opt_tensors
-        meta = {"trained": {k: state.get(k, 0) for k in ("step", "rollout_steps", "epoch", "elapsed", "best_val")},
-                "train_config": asdict(cfg)}
-        save_checkpoint(model, run_dir / "checkpoints" / name, weights=ema.state_dict(model), metadata=meta,
-                        training_state=(tensors, state | {"param_groups": groups}) if with_state else None)
-
-    def one_step(batch) -> tuple[dict[str, float], float]:
-        clean = to_unit_range(batch.images.to(device, non_blocking=True))
-        lr = learning_rate(cfg, state["step"], warmup_steps, progress())
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        # Every random choice of a step comes from (seed, step): a resumed run repeats exactly.
-        generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + state["step"])
-        target = None
-        if cfg.align_weight > 0:  # without the alignment loss the frozen ViT never sees the clean picture
-            target = cache.get(batch.indices) if cache is not None else None
-            if target is None:
-                target = frozen_targets(model, clean, amp)
-                if cache is not None:
-                    cache.put(batch.indices, target)
-        if pixels is not None and not pixels.done[batch.indices].all():
-            pixels.put(batch.indices, batch.images)
-        sd = None
-        if sd_store is not None:
-            rows = [caption_offsets[i] + j for i, j in zip(batch.indices, batch.caption_indices)]
-            stored = torch.from_numpy(sd_store.done[rows].astype(bool))
-            pick = (torch.rand(len(rows), generator=generator) < cfg.sd_draft_ratio) & stored
-            if pick.any():
-                sd = (to_unit_range(torch.from_numpy(sd_store.rows[rows])).to(device), pick.to(device))
-        if target is not None:
-            target = target.to(device)
-        losses = train_step(model, optimizer, ema, clean, target, batch.captions, cfg, generator, amp, state["step"],
-                            sd_drafts=sd)
-        return losses, lr
-
-    def log(losses: dict[str, float], lr: float) -> None:
-        logged = {k: round(v, 5) for k, v in losses.items()} | {"lr": lr}
-        state["history"].append({"step": state["step"], "elapsed": round(state["elapsed"], 1), **logged})
-        for k, v in logged.items():
-            writer.add_scalar(f"train/{k}", v, state["step"])
-        bar.set_postfix(step=state["step"], loss=f"{losses['loss']:.4f}", lr=f"{lr:.1e}")
-
-    old_handler = signal.signal(signal.SIGTERM, _raise_stop)
-    if budget:  # the bar follows the clock: seconds of the training budget
-        bar = tqdm(total=round(budget), initial=min(round(state["elapsed"]), round(budget)), disable=not cfg.progress,
-                   unit="s",
-                   dynamic_ncols=True, desc="train", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}")
-    else:
-        bar = tqdm(total=total_steps, initial=state["step"], disable=not cfg.progress, unit="step",
-                   dynamic_ncols=True, desc="train")
-    try:
-        while not done():
-            train_set.set_epoch(state["epoch"])
-            order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(cfg.seed + state["epoch"]))
-            batches = order[: steps_per_epoch * batch_size].view(steps_per_epoch, batch_size).tolist()
-            loader = DataLoader(train_set, batch_sampler=batches[state["batch_in_epoch"]:], collate_fn=collate,
-                                num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
-            skipped: list[str] = []
-            tick = time.perf_counter()  # training time counts data loading, not validation
-            for batch in loader:
-                skipped += batch.errors
-                if batch.captions:  # a batch of only unreadable pictures is skipped whole
-                    losses, lr = one_step(batch)
-                    state["step"] += 1
-                    state["rollout_steps"] = state.get("rollout_steps", 0) + int(losses.pop("rollout"))
-                    now = time.perf_counter()
-                    state["elapsed"] += now - tick
-                    advance(bar, now - tick if budget else 1)
-                    tick = now
-                    if budget and not state.get("forecast") and state["elapsed"] >= min(60.0, budget / 4):
-                        state["forecast"] = forecast(state, budget)
-                        tqdm.write(state["forecast"])
-                    if cfg.snapshot_minutes and state["elapsed"] >= 60 * cfg.snapshot_minutes * (
-                            state.get("snapshots", 0) + 1):
-                        state["snapshots"] = int(state["elapsed"] // (60 * cfg.snapshot_minutes))
-                        checkpoint(snapshot_name(state["snapshots"] * cfg.snapshot_minutes), with_state=False)
-                        tick = time.perf_counter()  # writing files is not training time
-                    if state["step"] % cfg.log_every == 0 or state["step"] == 1:
-                        log(losses, lr)
-                state["batch_in_epoch"] += 1
-                if done():
-                    break
-            if skipped:
-                tqdm.write(f"epoch {state['epoch'] + 1}: skipped {len(skipped)} unreadable pictures "
-                           f"(first: {skipped[0]})")
-                state["skipped"] = state.get("skipped", 0) + len(skipped)
-            if state["batch_in_epoch"] == steps_per_epoch:  # the epoch ran to its end
-                state["epoch"] += 1
-                state["batch_in_epoch"] = 0
-                end_of_epoch(model, ema, val_set, cfg, state, writer, run_dir, amp, device, checkpoint)
-            elif done():  # stopped mid-epoch (budget, --max-steps): validate and save the final weights too
-                end_of_epoch(model, ema, val_set, cfg, state, writer, run_dir, amp, device, checkpoint,
-                             force_save=True)
-    except (KeyboardInterrupt, Stop):
-        bar.close()
-        checkpoint("last", with_state=True)
-        raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
-                        f"{run_dir / 'checkpoints' / 'last'}") from None
-    except Exception:
-        bar.close()
-        with contextlib.suppress(Exception):  # keep what was learnt, then report the original error
-            checkpoint("last", with_state=True)
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, old_handler)
-        bar.close()
-        writer.close()
-    plot_history(state["history"], run_dir / "loss_curve.png")
-    print(f"done: {state['step']} steps in {state['elapsed'] / 60:.1f} min; best val "
-          f"{state['best_val'] if state['best_val'] is not None else 'n/a'}; checkpoints in {run_dir / 'checkpoints'}")
-    return run_dir / "checkpoints" / ("best" if state["best_val"] is not None else "last")
+        draft = make_draft(source, strength, noise)
+    with autocast(clean.device, learner.amp):
+        out = learner.forward(ids, mask, draft, strength, sample_latents=True, generator=noise)
+    return compute_losses(out, clean, batch.target, loss_weights(cfg))
 
 
-def forecast(state: dict, budget: float) -> str:
-    """After the first minute of a timed run: how many steps the whole budget will give at this pace."""
-    rate = state["step"] / state["elapsed"]
-    return (f"{rate:.2f} steps/s over the first {state['elapsed']:.0f} s: the {budget / 60:g}-minute budget "
-            f"gives about {round(rate * budget):,} steps")
-
-
-def snapshot_name(minutes: float) -> str:
-    """`snapshots/min-010.0`: the EMA weights after that many minutes of training (the exact time and
-    step are in its config.json)."""
-    return f"snapshots/min-{minutes:05.1f}"
+def train_step(learner: Learner, batch: StepBatch, cfg: TrainConfig, step: int) -> tuple[dict[str, torch.Tensor], bool]:
+    """One optimisation step over this process's share of the batch, in `cfg.grad_accum` passes. Returns the
+    losses (tensors: reading them waits for the device, so the loop does that only when it logs) and whether
+    this was a rollout step."""
+    host, noise = picture_generators(cfg.seed, step, batch.sample_ids, batch.clean.device)
+    rollout = cfg.rollout > 0 and step_uniform(cfg.seed, step) < cfg.rollout
+    n = len(batch.captions)
+    passes = min(cfg.grad_accum, n)
+    edges = [n * k // passes for k in range(passes + 1)]
+    totals: dict[str, torch.Tensor] = {}
+    for a, b in zip(edges[:-1], edges[1:]):
+        part = slice(a, b)
+        with learner.no_sync(sync=b == n):
+            losses = pass_losses(learner, batch.rows(part), cfg, host[part], noise[part], rollout)
+            learner.backward(losses["loss"] * (b - a) / n)
+        totals = {name: totals.get(name, 0) + v.detach() * (b - a) / n for name, v in losses.items()}
+    grad_norm = learner.update(cfg.gradient_clip, step)
+    if grad_norm is not None:
+        totals["grad_norm"] = grad_norm
+    return totals, rollout
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
     return LossWeights(kl=cfg.kl_weight, alignment=cfg.align_weight, edge=cfg.edge_weight)
-
-
-def params_of(optimizer: torch.optim.Optimizer) -> list[torch.nn.Parameter]:
-    return [p for group in optimizer.param_groups for p in group["params"]]
 
 
 @torch.no_grad()
@@ -358,56 +304,386 @@ def alignment_targets(model: OmniGPT2o, clean: torch.Tensor, cfg: TrainConfig,
     return frozen_targets(model, clean, amp) if cfg.align_weight > 0 else None
 
 
-@torch.no_grad()
-def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor,
-                  generator: torch.Generator, amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A draft as the sampler makes it: predict from a strong draft, then step down to a weaker one built
-    from that prediction and the noise the strong draft held. Training on these teaches the model to fix
-    its own early guesses (a blob where a square belongs), not only degraded true pictures."""
-    b = clean.shape[0]
-    high = 0.5 + 0.5 * torch.rand(b, generator=generator)
-    low = high * (0.3 + 0.6 * torch.rand(b, generator=generator))
-    high, low = high.to(clean.device), low.to(clean.device)
-    strong = make_draft(clean, high, generator)
-    with autocast(clean.device, amp):
-        guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
-    return DraftScheduler.step(guess, high, strong, low), low
+# --- the run -------------------------------------------------------------------------------------------------
+
+def learning_rate(cfg: TrainConfig, step: int, warmup_steps: int, progress: float) -> float:
+    """Linear warmup, then cosine decay to 10% over the run's progress (steps or minutes)."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    return cfg.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train_step(model: OmniGPT2o, optimizer: torch.optim.Optimizer, ema: EMA, clean: torch.Tensor,
-               target_tokens: torch.Tensor | None, captions: list[str], cfg: TrainConfig, generator: torch.Generator,
-               amp: torch.dtype | None, step: int,
-               sd_drafts: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
-    """One optimisation step. `sd_drafts` = (SD pictures, which rows use them) replaces, for those rows,
-    the clean picture that the draft is made from; the target stays the clean picture."""
-    b = clean.shape[0]
-    drop = torch.rand(b, generator=generator) < cfg.caption_dropout
-    captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-    ids, mask = model.tokenize(captions)
-    strength = sample_strengths(b, generator, pure_noise=cfg.pure_noise, skew=cfg.noise_skew).to(clean.device)
-    source = clean
-    if sd_drafts is not None:
-        pictures, use = sd_drafts
-        source = torch.where(use.view(-1, 1, 1, 1), pictures, clean)
-        strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
-    draft = make_draft(source, strength, generator)
-    rollout = bool(cfg.rollout) and torch.rand(1, generator=generator).item() < cfg.rollout
-    if rollout:
-        draft, strength = rollout_draft(model, ids, mask, clean, generator, amp)
-    with autocast(clean.device, amp):
-        out = model(ids, mask, draft, strength, sample_latents=True, generator=generator)
-    losses = compute_losses(out, clean, target_tokens, loss_weights(cfg))
-    optimizer.zero_grad(set_to_none=True)
-    losses["loss"].backward()
-    losses = {k: v.detach() for k, v in losses.items()}
-    if cfg.gradient_clip > 0:
-        losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(params_of(optimizer), cfg.gradient_clip)
-    optimizer.step()
-    ema.update(step)
-    values = {k: v.item() for k, v in losses.items()} | {"rollout": float(rollout)}
-    if not math.isfinite(values["loss"]):
-        raise OmniError(f"loss became {values['loss']} at step {step}; lower --learning-rate or --kl-weight")
-    return values
+class NonFiniteLoss(OmniError):
+    """The weights are spoilt: the run stops without writing them over the last good checkpoint."""
+
+
+@dataclass
+class Plan:
+    """How a run's batches are laid out over processes and passes, and when it ends."""
+    batch_size: int  # global
+    per_process: int
+    steps_per_epoch: int
+    warmup_steps: int
+    total_steps: int
+    budget: float | None  # seconds of training, or None
+
+    @classmethod
+    def of(cls, cfg: TrainConfig, pictures: int, processes: int) -> Plan:
+        batch = min(cfg.batch_size, pictures)
+        if batch % processes or batch // processes < cfg.grad_accum:
+            raise OmniError(f"--batch-size {batch} must be a multiple of the {processes} processes, with at least "
+                            f"--grad-accum {cfg.grad_accum} pictures for each")
+        steps_per_epoch = pictures // batch
+        return cls(batch, batch // processes, steps_per_epoch, max(1, round(cfg.warmup_epochs * steps_per_epoch)),
+                   cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.minutes * 60 if cfg.minutes else None)
+
+    def progress(self, state: dict) -> float:
+        return state["elapsed"] / self.budget if self.budget else state["step"] / max(1, self.total_steps)
+
+    def done(self, state: dict, cfg: TrainConfig) -> bool:
+        return self.progress(state) >= 1.0 or (cfg.max_steps is not None and state["step"] >= cfg.max_steps)
+
+
+class Stopper:
+    """SIGTERM or Ctrl-C asks the run to stop after the current step (every process agrees, `last` is
+    saved); a second Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Stopper:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live on the main thread
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+def agree(accelerator, *values: float) -> list[float]:
+    """The largest of each value over all processes (elapsed time, stop requests, empty shares)."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    return accelerator.reduce(torch.tensor(values, device=accelerator.device), reduction="max").tolist()
+
+
+def make_accelerator(cfg: TrainConfig):
+    """Accelerate's view of the processes (one, or those `accelerate launch` started) and the device of this
+    one. Precision stays ours (autocast, and a gradient scaler for fp16), so one process and many train alike."""
+    from accelerate import Accelerator
+
+    device = resolve_device(cfg.device)
+    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="no")
+    return accelerator, accelerator.device if accelerator.num_processes > 1 else device
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train the glue; returns the best checkpoint (`last` without validation data)."""
+    cfg = with_debug_settings(cfg)
+    seed_everything(cfg.seed)
+    accelerator, device = make_accelerator(cfg)
+    amp = autocast_dtype(device, cfg.precision)
+    model, resume = build_or_resume(cfg, device)
+    data = TrainingData(cfg, model, accelerator)
+    plan = Plan.of(cfg, len(data.train), accelerator.num_processes)
+    learner = Learner(model, cfg, amp, accelerator)
+    state: dict[str, Any] = {"step": 0, "rollout_steps": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0,
+                             "best_val": None, "history": []}
+    if resume is not None:
+        tensors, state = resume
+        learner.load_state(tensors, state.pop("param_groups"))
+    record = RunRecord(cfg, learner, state, plan, accelerator)
+    record.announce(model, len(data.train), amp, accelerator.num_processes)
+    with Stopper() as stopper:
+        try:
+            while not plan.done(state, cfg):
+                if train_epoch(cfg, plan, data, learner, state, record, accelerator, stopper):
+                    record.checkpoint("last", with_state=True)
+                    raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
+                                    f"{record.dir / 'checkpoints' / 'last'}")
+        except KeyboardInterrupt:
+            record.checkpoint("last", with_state=True)
+            raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
+                            f"{record.dir / 'checkpoints' / 'last'}") from None
+        except (OmniError, NonFiniteLoss):
+            raise
+        except Exception:
+            with contextlib.suppress(Exception):  # keep what was learnt, then report the original error
+                record.checkpoint("last", with_state=True)
+            raise
+        finally:
+            record.close()
+    return record.finish()
+
+
+def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learner, state: dict,
+                record: RunRecord, accelerator, stopper: Stopper) -> bool:
+    """Train to the end of this epoch or of the run; True when a stop was asked for."""
+    data.train.set_epoch(state["epoch"])
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed + state["epoch"]))
+    batches = order[: plan.steps_per_epoch * plan.batch_size].view(plan.steps_per_epoch, plan.batch_size)
+    mine = slice(accelerator.process_index * plan.per_process, (accelerator.process_index + 1) * plan.per_process)
+    loader = DataLoader(data.train, batch_sampler=batches[state["batch_in_epoch"]:, mine].tolist(),
+                        collate_fn=collate, num_workers=cfg.num_workers, pin_memory=data.device.type == "cuda")
+    skipped: list[str] = []
+    tick = time.perf_counter()  # training time counts data loading, not validation or saving
+    for batch in loader:
+        skipped += batch.errors
+        now = time.perf_counter()
+        elapsed, stop, empty = agree(accelerator, state["elapsed"] + now - tick, stopper.requested,
+                                     not batch.captions)
+        record.advance(elapsed - state["elapsed"])
+        state["elapsed"], tick = elapsed, now
+        if stop:
+            return True
+        if record.snapshot_due():
+            tick = time.perf_counter()  # writing files is not training time
+        if plan.done(state, cfg):
+            break
+        if not empty:  # a share of only unreadable pictures: every process skips the step
+            lr = learning_rate(cfg, state["step"], plan.warmup_steps, plan.progress(state))
+            for group in learner.optimizer.param_groups:
+                group["lr"] = lr
+            losses, rollout = train_step(learner, data.step_batch(batch, learner), cfg, state["step"])
+            state["step"] += 1
+            state["rollout_steps"] += int(rollout)
+            record.advance(0.0, steps=1)
+            if state["step"] % cfg.log_every == 0 or state["step"] == 1:
+                record.log(losses, lr)
+        state["batch_in_epoch"] += 1
+    elapsed, = agree(accelerator, state["elapsed"] + time.perf_counter() - tick)
+    record.advance(elapsed - state["elapsed"])
+    state["elapsed"] = elapsed
+    if skipped:
+        record.write(f"epoch {state['epoch'] + 1}: skipped {len(skipped)} unreadable pictures (first: {skipped[0]})")
+        state["skipped"] = state.get("skipped", 0) + len(skipped)
+    if state["batch_in_epoch"] == plan.steps_per_epoch:  # the epoch ran to its end
+        state["epoch"] += 1
+        state["batch_in_epoch"] = 0
+        record.end_of_epoch(data.val)
+    elif plan.done(state, cfg):  # stopped mid-epoch (budget, --max-steps): validate and save the final weights
+        record.end_of_epoch(data.val, force_save=True)
+    return False
+
+
+def with_debug_settings(cfg: TrainConfig) -> TrainConfig:
+    if not cfg.debug:
+        return cfg
+    return replace(cfg, max_train_samples=cfg.max_train_samples or 64, max_val_samples=cfg.max_val_samples or 16,
+                   epochs=min(cfg.epochs, 1), log_every=1)
+
+
+def build_or_resume(cfg: TrainConfig, device: torch.device) -> tuple[OmniGPT2o, tuple | None]:
+    """Fresh glue on frozen backbones, or everything from a `last` checkpoint with its training state."""
+    resume = None
+    if cfg.checkpoint_path:
+        resume = load_training_state(cfg.checkpoint_path)
+        if resume is None:
+            raise OmniError(f"{cfg.checkpoint_path} has no training state to resume from (use a `last` checkpoint)")
+        model, _ = load_checkpoint(cfg.checkpoint_path, device)
+    else:
+        config = get_preset(cfg.preset)
+        if cfg.latent_dim:
+            config = config.replace(latent_dim=cfg.latent_dim)
+        if cfg.model_overrides:
+            config = config.replace(**cfg.model_overrides)
+        model = build_model(config).to(device)
+    # Without the alignment loss its head gets no gradient: not a trained part then (DDP insists on that).
+    model.alignment_head.requires_grad_(cfg.align_weight > 0)
+    model.train()
+    model.text_encoder.use_attention_for(device)
+    return model, resume
+
+
+class TrainingData:
+    """The training and validation pictures, their caches and stored SD drafts; a loaded batch -> a StepBatch."""
+
+    def __init__(self, cfg: TrainConfig, model: OmniGPT2o, accelerator):
+        size, self.cfg, self.device = model.config.image_size, cfg, model.separator.device
+        self.train = CaptionedImages(cfg.data, size, cfg.max_train_samples, seed=cfg.seed)
+        self.val = CaptionedImages(cfg.val_data, size, cfg.max_val_samples, seed=cfg.seed) if cfg.val_data else None
+        self.features = self.pixels = self.sd_store = None
+        if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
+            with accelerator.main_process_first():  # the main process makes the cache files
+                if cfg.align_weight > 0:  # the ViT's view of the clean pictures serves the alignment loss only
+                    self.features = feature_cache(cfg.cache_dir, model, self.train.records, size)
+                self.pixels = self.train.pixels = pixel_cache(cfg.cache_dir, self.train.records, size)
+        if cfg.draft == "sd":
+            self.sd_store = find_draft_store(cfg.data, self.train.records, size)
+            self.caption_rows = np.cumsum([0] + [len(r.captions) for r in self.train.records]).tolist()
+            if accelerator.is_main_process:
+                print(f"mixing in {describe(self.sd_store)} for {cfg.sd_draft_ratio:.0%} of the pictures", flush=True)
+        elif cfg.draft != "noise":
+            raise OmniError(f"--draft must be noise or sd, not {cfg.draft!r}")
+
+    def step_batch(self, batch: Batch, learner: Learner) -> StepBatch:
+        clean = to_unit_range(batch.images.to(self.device, non_blocking=True))
+        target = None
+        if self.cfg.align_weight > 0:  # without the alignment loss the frozen ViT never sees the clean picture
+            target = self.features.get(batch.indices) if self.features is not None else None
+            if target is None:
+                target = frozen_targets(learner.model, clean, learner.amp)
+                if self.features is not None:
+                    self.features.put(batch.indices, target)
+            target = target.to(self.device)
+        if self.pixels is not None and not self.pixels.done[batch.indices].all():
+            self.pixels.put(batch.indices, batch.images)
+        step = StepBatch(clean, batch.captions, batch.indices, target)
+        if self.sd_store is not None:
+            rows = [self.caption_rows[i] + j for i, j in zip(batch.indices, batch.caption_indices)]
+            step.sd_stored = torch.from_numpy(self.sd_store.done[rows].astype(bool)).to(self.device)
+            step.sd_pictures = to_unit_range(torch.from_numpy(self.sd_store.rows[rows])).to(self.device)
+        return step
+
+
+class RunRecord:
+    """What a run leaves behind, written by the main process only: checkpoints, snapshots, TensorBoard and the
+    loss history, sample grids, the progress bar."""
+
+    def __init__(self, cfg: TrainConfig, learner: Learner, state: dict, plan: Plan, accelerator):
+        self.cfg, self.learner, self.state, self.plan, self.accelerator = cfg, learner, state, plan, accelerator
+        self.main = accelerator.is_main_process
+        self.dir = Path(cfg.out)
+        self.writer = None
+        if self.main:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.writer = _tensorboard(self.dir)
+            if cfg.use_clearml:
+                _clearml(self.dir, cfg)
+            (self.dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        self.bar = progress_bar(plan, state, enabled=self.main and cfg.progress)
+
+    def announce(self, model: OmniGPT2o, pictures: int, amp: torch.dtype | None, processes: int) -> None:
+        n_trained = sum(p.numel() for p in self.learner.params)
+        n_all = sum(p.numel() for p in model.parameters())
+        plan, cfg = self.plan, self.cfg
+        self.write(f"training {n_trained / 1e6:.2f}M of {n_all / 1e6:.2f}M parameters (the rest frozen) on "
+                   f"{model.separator.device}{' with ' + str(amp).replace('torch.', '') + ' autocast' if amp else ''}"
+                   f"{f' x {processes} processes' if processes > 1 else ''}; {pictures} pictures, batch "
+                   f"{plan.batch_size}, {plan.steps_per_epoch} steps/epoch, "
+                   + (f"time budget {cfg.minutes:g} min" if plan.budget else f"{plan.total_steps} steps"))
+
+    def write(self, text: str) -> None:
+        if self.main:
+            tqdm.write(text)
+
+    def advance(self, seconds: float, steps: int = 0) -> None:
+        """Move the bar on by training seconds (a timed run) or steps."""
+        advance(self.bar, seconds if self.plan.budget else steps)
+        if self.plan.budget and not self.state.get("forecast") and self.state["step"] > 0 \
+                and self.state["elapsed"] >= min(60.0, self.plan.budget / 4):
+            self.state["forecast"] = forecast(self.state, self.plan.budget)
+            self.write(self.state["forecast"])
+
+    def snapshot_due(self) -> bool:
+        """Keep the weights every `snapshot_minutes` of training (a learning curve); True when it did."""
+        minutes, state = self.cfg.snapshot_minutes, self.state
+        if not minutes or state["elapsed"] < 60 * minutes * (state.get("snapshots", 0) + 1):
+            return False
+        state["snapshots"] = int(state["elapsed"] // (60 * minutes))
+        self.checkpoint(snapshot_name(state["snapshots"] * minutes), with_state=False)
+        return True
+
+    def log(self, losses: dict[str, torch.Tensor], lr: float) -> None:
+        """Losses averaged over processes (every process takes part); a non-finite loss stops the run."""
+        names = list(losses)
+        values = torch.stack([losses[k].float() for k in names])
+        if self.accelerator.num_processes > 1:
+            values = self.accelerator.reduce(values, reduction="mean")
+        logged = {k: round(v, 5) for k, v in zip(names, values.tolist())}
+        if not math.isfinite(logged["loss"]):
+            raise NonFiniteLoss(f"loss became {logged['loss']} by step {self.state['step']}; lower "
+                                "--learning-rate or --kl-weight (the last checkpoint is kept as it was)")
+        if not self.main:
+            return
+        logged["lr"] = lr
+        self.state["history"].append({"step": self.state["step"], "elapsed": round(self.state["elapsed"], 1),
+                                      **logged})
+        for k, v in logged.items():
+            self.writer.add_scalar(f"train/{k}", v, self.state["step"])
+        self.bar.set_postfix(step=self.state["step"], loss=f"{logged['loss']:.4f}", lr=f"{lr:.1e}")
+
+    def checkpoint(self, name: str, with_state: bool) -> None:
+        if not self.main:
+            return
+        learner, state = self.learner, self.state
+        training_state = None
+        if with_state:
+            tensors, groups = learner.state()
+            training_state = (tensors, state | {"param_groups": groups})
+        meta = {"trained": {k: state.get(k, 0) for k in ("step", "rollout_steps", "epoch", "elapsed", "best_val")},
+                "train_config": asdict(self.cfg)}
+        save_checkpoint(learner.model, self.dir / "checkpoints" / name, weights=learner.ema.state_dict(learner.model),
+                        metadata=meta, training_state=training_state)
+
+    def end_of_epoch(self, val_set: CaptionedImages | None, force_save: bool = False) -> None:
+        """Validate the EMA weights, keep `best`, draw samples (main process); save `last`; others wait."""
+        if self.main:
+            with self.learner.ema.applied():
+                if val_set is not None:
+                    self._validate(val_set)
+        if self.main and (force_save or self.state["epoch"] % self.cfg.save_interval == 0):
+            self.checkpoint("last", with_state=True)
+        self.accelerator.wait_for_everyone()
+
+    def _validate(self, val_set: CaptionedImages) -> None:
+        model, state, step = self.learner.model, self.state, self.state["step"]
+        val = validate(model, val_set, self.cfg, self.learner.amp, model.separator.device)
+        for k, v in val.items():
+            self.writer.add_scalar(f"val/{k}", v, step)
+        state["history"].append({"step": step, "elapsed": round(state["elapsed"], 1),
+                                 **{f"val_{k}": round(v, 5) for k, v in val.items()}})
+        tqdm.write(f"epoch {state['epoch']}: val loss {val['loss']:.4f} (recon {val['recon']:.4f})")
+        if state["best_val"] is None or val["loss"] < state["best_val"]:
+            state["best_val"] = round(val["loss"], 6)
+            self.checkpoint("best", with_state=False)
+        prompts = [r.captions[0] for r in val_set.records[:8]]
+        grid = sample_grid(model, prompts, self.cfg.sample_steps, model.separator.device, self.cfg.seed)
+        grid.save(self.dir / "samples_latest.png")
+        self.writer.add_image("samples", np.asarray(grid), step, dataformats="HWC")
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def finish(self) -> Path:
+        state = self.state
+        if self.main:
+            plot_history(state["history"], self.dir / "loss_curve.png")
+            print(f"done: {state['step']} steps in {state['elapsed'] / 60:.1f} min; best val "
+                  f"{state['best_val'] if state['best_val'] is not None else 'n/a'}; checkpoints in "
+                  f"{self.dir / 'checkpoints'}")
+        return self.dir / "checkpoints" / ("best" if state["best_val"] is not None else "last")
+
+
+def progress_bar(plan: Plan, state: dict, enabled: bool) -> tqdm:
+    if plan.budget:  # the bar follows the clock: seconds of the training budget
+        return tqdm(total=round(plan.budget), initial=min(round(state["elapsed"]), round(plan.budget)),
+                    disable=not enabled, unit="s", dynamic_ncols=True, desc="train",
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s{postfix}")
+    return tqdm(total=plan.total_steps, initial=state["step"], disable=not enabled, unit="step", dynamic_ncols=True,
+                desc="train")
+
+
+def forecast(state: dict, budget: float) -> str:
+    """After the first minute of a timed run: how many steps the whole budget will give at this pace."""
+    rate = state["step"] / state["elapsed"]
+    return (f"{rate:.2f} steps/s over the first {state['elapsed']:.0f} s: the {budget / 60:g}-minute budget "
+            f"gives about {round(rate * budget):,} steps")
+
+
+def snapshot_name(minutes: float) -> str:
+    """`snapshots/min-010.0`: the EMA weights after that many minutes of training (the exact time and
+    step are in its config.json)."""
+    return f"snapshots/min-{minutes:05.1f}"
 
 
 @torch.no_grad()
@@ -434,27 +710,6 @@ def validate(model: OmniGPT2o, val_set: CaptionedImages, cfg: TrainConfig, amp, 
         n += b
     model.train()
     return {k: v / max(n, 1) for k, v in totals.items()}
-
-
-def end_of_epoch(model, ema, val_set, cfg, state, writer, run_dir, amp, device, checkpoint, force_save=False):
-    epoch = state["epoch"]
-    with ema.applied():
-        if val_set is not None:
-            val = validate(model, val_set, cfg, amp, device)
-            for k, v in val.items():
-                writer.add_scalar(f"val/{k}", v, state["step"])
-            state["history"].append({"step": state["step"], "elapsed": round(state["elapsed"], 1),
-                                     **{f"val_{k}": round(v, 5) for k, v in val.items()}})
-            tqdm.write(f"epoch {epoch}: val loss {val['loss']:.4f} (recon {val['recon']:.4f})")
-            if state["best_val"] is None or val["loss"] < state["best_val"]:
-                state["best_val"] = round(val["loss"], 6)
-                checkpoint("best", with_state=False)
-            prompts = [r.captions[0] for r in val_set.records[:8]]
-            grid = sample_grid(model, prompts, cfg.sample_steps, device, cfg.seed)
-            grid.save(run_dir / "samples_latest.png")
-            writer.add_image("samples", np.asarray(grid), state["step"], dataformats="HWC")
-    if force_save or epoch % cfg.save_interval == 0:
-        checkpoint("last", with_state=True)
 
 
 def sample_grid(model: OmniGPT2o, prompts: list[str], steps: int, device, seed: int):
@@ -494,10 +749,6 @@ def advance(bar: tqdm, amount: float) -> None:
     if bar.total is not None:
         amount = min(amount, bar.total - bar.n)
     bar.update(amount)
-
-
-def _raise_stop(signum, frame):
-    raise Stop()
 
 
 def _tensorboard(run_dir: Path):

@@ -24,11 +24,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast where it pays: CUDA, and CPUs with native bf16 matmul (AVX512_BF16/AMX)."""
+    """bf16 autocast where it pays: CUDA (fp16 where a GPU lacks bf16), and CPUs with native bf16 matmul
+    (AVX512_BF16/AMX); None (fp32) elsewhere."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
+    if precision == "fp16":  # GPUs without bf16; training adds a gradient scaler
+        return torch.float16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():

@@ -117,7 +117,8 @@ def test_rollout_trains_on_the_samplers_own_drafts(micro_model, shapes_splits):
     train_dir, _ = shapes_splits
     clean = torch.rand(4, 3, 32, 32) * 2 - 1
     ids, mask = micro_model.tokenize(["a red circle on the left"] * 4)
-    draft, strength = rollout_draft(micro_model, ids, mask, clean, torch.Generator().manual_seed(0), None)
+    gens = [torch.Generator().manual_seed(i) for i in range(4)]
+    draft, strength = rollout_draft(micro_model, ids, mask, clean, gens, gens, None)
     assert draft.shape == clean.shape and ((strength > 0.1) & (strength < 0.9)).all()
     best = train(_cfg(shapes_splits, train_dir.parent / "rollout_run", max_steps=3, rollout=1.0))
     assert (best / "model.safetensors").is_file()
@@ -197,3 +198,29 @@ def test_without_the_alignment_loss_the_vit_never_sees_the_clean_picture(tmp_pat
     assert calls == []
     state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert all(h["alignment"] == 0.0 and h["loss"] > 0 for h in state["history"] if "alignment" in h)
+
+
+def test_gradient_accumulation_trains_as_the_whole_batch(tmp_path, shapes_splits):
+    runs = {}
+    for passes in (1, 2):
+        out = tmp_path / f"accum{passes}"
+        train(_cfg(shapes_splits, out, max_steps=5, val_data=None, grad_accum=passes, precision="fp32"))
+        state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+        runs[passes] = [h["loss"] for h in state["history"] if "loss" in h]
+    assert len(runs[1]) == 5
+    assert runs[2] == pytest.approx(runs[1], rel=1e-3)  # each picture draws the same numbers in either split
+    assert runs[1][-1] < runs[1][0]
+
+
+def test_fp16_trains_through_a_gradient_scaler(micro_model):
+    from omni_gpt2o.train import Learner, StepBatch, train_step
+
+    cfg = TrainConfig(data="", out="", learning_rate=1e-2)
+    learner = Learner(micro_model.train(), cfg, torch.float16)
+    assert learner.scaler is not None
+    before = {k: v.clone() for k, v in micro_model.trainable_state_dict().items()}
+    clean = torch.rand(4, 3, 32, 32) * 2 - 1
+    losses, _ = train_step(learner, StepBatch(clean, ["a red circle"] * 4, [0, 1, 2, 3]), cfg, step=0)
+    assert torch.isfinite(losses["loss"])
+    after = micro_model.trainable_state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)

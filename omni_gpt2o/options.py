@@ -1,0 +1,78 @@
+"""Config fields that are also command-line flags: the default, help text and range live in one place.
+
+    learning_rate: float = option(1e-3, "peak learning rate", positive=True, aliases=("--lr",))
+
+`add_flags(parser, TrainConfig)` turns every such field into `--learning-rate` (with its `--learning_rate` twin),
+typed from the field's annotation and checked against its range; `from_flags` builds the config back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, positive: bool = False, minimum: float | None = None,
+           choices: Sequence[str] | None = None, aliases: Sequence[str] = (), flag: bool = True) -> Any:
+    """A dataclass field that is also a flag. No default: a required flag. `positive`: > 0; `minimum`: >= it;
+    `flag=False`: set from Python only."""
+    meta = {"help": help, "positive": positive, "minimum": minimum, "choices": choices, "aliases": tuple(aliases),
+            "flag": flag}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
+    """A --kebab-case flag (and its --snake_case twin, the seed project's spelling) per flag field of the class."""
+    hints = typing.get_type_hints(config_class)
+    for f in dataclasses.fields(config_class):
+        meta = f.metadata
+        if not meta.get("flag", False):
+            continue
+        kind = _base_type(hints[f.name])
+        name = "--" + f.name.replace("_", "-")
+        names = [name, *meta["aliases"]] + ([f"--{f.name}"] if "_" in f.name else [])
+        kwargs: dict[str, Any] = {"dest": f.name, "help": _help(meta["help"], f.default)}
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = _checked(kind, meta["positive"], meta["minimum"])
+            if meta["choices"]:
+                kwargs["choices"] = meta["choices"]
+            if f.default is dataclasses.MISSING:
+                kwargs["required"] = True
+        kwargs["default"] = None if f.default is dataclasses.MISSING else f.default
+        parser.add_argument(*names, **kwargs)
+
+
+def from_flags(config_class: type, args: argparse.Namespace) -> Any:
+    """The config from parsed flags (fields without a flag keep their defaults)."""
+    names = {f.name for f in dataclasses.fields(config_class) if f.metadata.get("flag", False)}
+    return config_class(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def _base_type(annotation: Any) -> type:
+    """int from `int | None`, and so on."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args else annotation
+
+
+def _checked(kind: type, positive: bool, minimum: float | None):
+    def parse(text: str):
+        value = kind(text)
+        if positive and not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error messages
+    return parse
+
+
+def _help(text: str, default: Any) -> str:
+    if default is dataclasses.MISSING or default is None or default is False:
+        return text
+    return f"{text} (default: {default})" if text else f"default: {default}"
