@@ -151,7 +151,8 @@ def build_parser() -> Parser:
     flag(p, "--curve-prompts", type=positive_int, default=100,
          help="validation captions each snapshot is scored on (the final weights: all of them)")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto",
-         help="auto: bf16 where the CPU has native bf16 (AVX512-BF16, AMX), else fp32")
+         help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32")
+    flag(p, "--device", default="auto", help="auto: a CUDA GPU when there is one (batch 128), else the CPU (batch 16)")
     return parser
 
 
@@ -285,7 +286,7 @@ def run(args: argparse.Namespace) -> None:
 
         run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
                  seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
-                 precision=args.precision)
+                 precision=args.precision, device=args.device)
 
 
 def _check_dir(path: str, name: str) -> None:

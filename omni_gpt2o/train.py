@@ -461,6 +461,7 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
     elapsed, = agree(accelerator, state["elapsed"] + time.perf_counter() - tick)
     record.advance(elapsed - state["elapsed"])
     state["elapsed"] = elapsed
+    record.snapshot_due()
     if skipped:
         record.write(f"epoch {state['epoch'] + 1}: skipped {len(skipped)} unreadable pictures (first: {skipped[0]})")
         state["skipped"] = state.get("skipped", 0) + len(skipped)

@@ -224,3 +224,17 @@ def test_fp16_trains_through_a_gradient_scaler(micro_model):
     assert torch.isfinite(losses["loss"])
     after = micro_model.trainable_state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_snapshot_due_as_the_budget_ends_with_an_epoch_is_kept(tmp_path, shapes_splits, monkeypatch):
+    clock = {"now": 0.0}
+
+    def fake_clock() -> float:  # 1 s a reading: 2 batches + the epoch's end = 3 s an epoch, 6 s = 0.1 min at 2
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
+    train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_train_samples=16, minutes=0.1, epochs=100,
+               snapshot_minutes=0.1))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "run" / "checkpoints" / "snapshots").iterdir()] == ["min-000.1"]
