@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from PIL import Image
 
 from omni_gpt2o.cli import main
@@ -58,3 +59,19 @@ def test_prepare_coco_errors_are_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
     assert "not valid JSON" in err and "\n" not in err
+
+
+def test_real_photographs_go_through_the_coco_path(tmp_path, micro_preset):
+    pytest.importorskip("skimage")
+    from omni_gpt2o.data.photos import PHOTOS, make_photo_captions
+
+    index, images = make_photo_captions(tmp_path / "photos")
+    split, cache = tmp_path / "split", tmp_path / "cache"
+    assert main(["prepare-coco", "--annotations", str(index), "--images", str(images), "--out", str(split)]) == 0
+    assert main(["precompute", "--data", str(split), "--cache-dir", str(cache), "--preset", "micro"]) == 0
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(split), "--out", str(out), "--preset", "micro", "--batch-size", "4",
+                 "--max-steps", "3", "--cache-dir", str(cache), "--align-weight", "0.1", "--device", "cpu"]) == 0
+    state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 3 and not state.get("skipped")  # grey, RGBA and colour photographs all read
+    assert len(json.loads((split / "captions.json").read_text())["annotations"]) == 2 * len(PHOTOS)
