@@ -123,11 +123,14 @@ class OmniGPT2o(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, draft: torch.Tensor,
                 strength: torch.Tensor, sample_latents: bool = False,
-                generator: torch.Generator | None = None) -> OmniOutput:
+                generator: torch.Generator | None = None, draft_tokens: torch.Tensor | None = None) -> OmniOutput:
+        """`draft_tokens`: the frozen ViT's view of `draft` when it is already at hand (guidance shares one
+        ViT pass between its two halves)."""
         b, t = input_ids.shape
         # 1. Frozen encoders read the prompt and the draft.
         text_embeds = self.text_encoder.embed(input_ids)
-        draft_tokens = self.image_encoder(draft)
+        if draft_tokens is None:
+            draft_tokens = self.image_encoder(draft)
         # 2. Trained projection puts draft patches into GPT-2's input space, after a separator.
         draft_embeds = self.draft_projection(draft_tokens.to(text_embeds.dtype))
         sep = self.separator.to(text_embeds.dtype).expand(b, 1, -1)

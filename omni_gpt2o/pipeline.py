@@ -119,10 +119,11 @@ class OmniGPT2oPipeline:
         return to_unit_range(torch.stack([resize_crop(to_rgb(p), size) for p in pictures])).to(self.device)
 
     def _predict(self, ids, mask, draft, strength, guidance_scale: float | None) -> torch.Tensor:
-        if guidance_scale is not None:
-            draft, strength = torch.cat([draft, draft]), torch.cat([strength, strength])
         with autocast(self.device, self.autocast):
-            out = self.model(ids, mask, draft, strength).image.float()
+            tokens = self.model.image_encoder(draft)  # one ViT pass: both halves of guidance see the same draft
+            if guidance_scale is not None:
+                draft, strength, tokens = (torch.cat([x, x]) for x in (draft, strength, tokens))
+            out = self.model(ids, mask, draft, strength, draft_tokens=tokens).image.float()
         if guidance_scale is not None:
             cond, uncond = out.chunk(2)
             out = uncond + guidance_scale * (cond - uncond)

@@ -91,3 +91,11 @@ def test_from_pretrained_gives_the_same_pictures(micro_model, pipe, tmp_path):
     a = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0]
     b = loaded("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(3)).images[0]
     assert np.array_equal(_arr(a), _arr(b))
+
+
+def test_guidance_runs_the_vit_once_per_step(pipe):
+    calls = []
+    hook = pipe.model.image_encoder.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    pipe(["a red square", "a blue circle"], num_inference_steps=3, guidance_scale=1.5)
+    hook.remove()
+    assert calls == [2, 2, 2]  # the two prompts' drafts, once a step: both halves of guidance share them
