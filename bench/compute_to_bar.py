@@ -17,7 +17,6 @@ machine (CPU flags, precision) that made it. `--tune` judges on a split made onl
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import time
@@ -33,6 +32,7 @@ from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
+from omni_gpt2o.options import parse_assignments
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import Learner, StepBatch, TrainConfig, alignment_targets, train, train_step
 
@@ -47,18 +47,6 @@ HOUR_BARS = [("one-object colour >= 95%", "one_object", "colour", 0.95),
              ("one-object size >= 90%", "one_object", "size", 0.90),
              ("one-object full >= 90%", "one_object", "full", 0.90),
              ("two-object full >= 85%", "two_object", "full", 0.85)]
-
-
-def parse_settings(items: list[str]) -> dict:
-    """`key=value` pairs; values are Python literals (numbers, tuples) or plain strings."""
-    out = {}
-    for item in items:
-        key, _, text = item.partition("=")
-        try:
-            out[key.replace("-", "_")] = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            out[key.replace("-", "_")] = text
-    return out
 
 
 def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
@@ -149,7 +137,7 @@ def main() -> None:
     parser.add_argument("--name", help="run folder name under --work (default: from the settings)")
     args = parser.parse_args()
 
-    settings, model_settings = parse_settings(args.set), parse_settings(args.model)
+    settings, model_settings = parse_assignments(args.set), parse_assignments(args.model)
     work = Path(args.work)
     train_dir = shapes_split(work / "data" / f"train-{args.seed}", 20000, split="train", seed=args.seed)
     val_seed = TUNING_SEED if args.tune else args.seed

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from omni_gpt2o.compute import machine_info  # noqa: E402
 from omni_gpt2o.config import get_preset  # noqa: E402
 from omni_gpt2o.model import build_model  # noqa: E402
+from omni_gpt2o.options import parse_assignments  # noqa: E402
 from omni_gpt2o.pipeline import OmniGPT2oPipeline  # noqa: E402
 from omni_gpt2o.train import Learner, StepBatch, TrainConfig, train_step  # noqa: E402
 from omni_gpt2o.utils import autocast_dtype  # noqa: E402
@@ -64,12 +65,25 @@ def timed(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def training_flops_per_picture(model, cfg: TrainConfig, device: torch.device) -> float:
-    """One plain step at batch 2, counted on the eager model (the counter sees every matmul once)."""
-    learner = Learner(model, replace(cfg, learning_rate=0.0), None)
-    with FlopCounterMode(display=False) as counter:
-        train_step(learner, picture_batch(model, 2, device), cfg, step=0)
-    return counter.get_total_flops() / 2
+def training_counts_per_picture(model, cfg: TrainConfig, device: torch.device,
+                                amp: torch.dtype | None) -> tuple[float, float]:
+    """FLOPs and bytes of activations kept for the backward pass, per picture of a plain step: counted on the
+    eager model at batches 2 and 4, the difference halved, so what does not grow with the batch (weights,
+    autocast's bf16 copies of them) drops out. Each stored tensor is counted once."""
+    counts = []
+    for b in (2, 4):
+        learner = Learner(model, replace(cfg, learning_rate=0.0), amp)
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor, saved=saved) -> torch.Tensor:
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            train_step(learner, picture_batch(model, b, device), cfg, step=0)
+        counts.append((counter.get_total_flops(), sum(saved.values())))
+    (f2, m2), (f4, m4) = counts
+    return (f4 - f2) / 2, (m4 - m2) / 2
 
 
 def picture_batch(model, b: int, device: torch.device) -> StepBatch:
@@ -79,8 +93,8 @@ def picture_batch(model, b: int, device: torch.device) -> StepBatch:
 
 
 def bench_training(model, cfg: TrainConfig, device, amp, batch_sizes: list[int], repeats: int, peak: float | None):
-    flops = training_flops_per_picture(model, cfg, device)
-    emit(figure="train_flops_per_picture", gflop=round(flops / 1e9, 1))
+    flops, activations = training_counts_per_picture(model, cfg, device, amp)
+    emit(figure="train_per_picture", gflop=round(flops / 1e9, 1), saved_activations_mb=round(activations / 2**20, 1))
     for b in batch_sizes:
         learner = Learner(model, cfg, amp)
         if device.type == "cuda":
@@ -120,7 +134,8 @@ def bench_generation(model, device, precision: str, batch_sizes: list[int], repe
     model.train()
 
 
-def learning_check(preset: str, device: torch.device, samples: int, batch: int, precision: str) -> None:
+def learning_check(preset: str, overrides: dict, device: torch.device, samples: int, batch: int,
+                   precision: str) -> None:
     """Train `samples` Shapes pictures at the preset's size, then the validation loss and the pixel judge."""
     from omni_gpt2o.data.shapes import shapes_split
     from omni_gpt2o.evaluate import evaluate_pipeline, split_prompts
@@ -132,14 +147,14 @@ def learning_check(preset: str, device: torch.device, samples: int, batch: int, 
         val_dir = shapes_split(Path(tmp) / "val", 200, split="val", seed=0, size=size)
         cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(Path(tmp) / "run"), preset=preset,
                           batch_size=batch, max_steps=samples // batch, device=str(device), precision=precision,
-                          max_val_samples=200, progress=False)
+                          max_val_samples=200, progress=False, model_overrides=overrides or None)
         started = time.perf_counter()
         best = train(cfg)
         minutes = (time.perf_counter() - started) / 60
         state = json.loads((Path(cfg.out) / "checkpoints" / "last" / "trainer_state.json").read_text())
         pipe = OmniGPT2oPipeline.from_pretrained(best, device=str(device), precision=precision)
         scores = evaluate_pipeline(pipe, split_prompts(val_dir), progress=False)["scores"]
-    emit(figure="learning_check", preset=preset, samples=samples, batch=batch, steps=state["step"],
+    emit(figure="learning_check", preset=preset, model=overrides, samples=samples, batch=batch, steps=state["step"],
          best_val_loss=state["best_val"], one_object_full=scores["one_object"]["full"],
          two_object_full=scores["two_object"]["full"], clean=scores["all"].get("clean"),
          train_minutes=round(minutes, 2))
@@ -156,16 +171,20 @@ def main() -> None:
     parser.add_argument("--learning-check", type=int, default=0, metavar="SAMPLES",
                         help="also train this many Shapes samples and judge them (0: skip)")
     parser.add_argument("--check-batch", type=int, default=64)
+    parser.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="OmniConfig fields over the preset, e.g. decoder_patch=4 (a lever to compare)")
+    parser.add_argument("--count-only", action="store_true", help="FLOPs and saved activations only (any device)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
     info = machine_info()
     gpu = info["cuda"] if device.type == "cuda" else None
     peak = next((v for k, v in PEAK_TFLOPS.items() if gpu and k in gpu), None)
+    overrides = parse_assignments(args.model)
     emit(figure="machine", gpu=gpu, cpu=info["cpu"], torch=info["torch"], peak_bf16_tflops=peak,
-         preset=args.preset)
+         preset=args.preset, model=overrides)
     torch.manual_seed(0)
-    model = build_model(get_preset(args.preset)).to(device)
+    model = build_model(get_preset(args.preset).replace(**overrides)).to(device)
     model.train()
     model.text_encoder.use_attention_for(device)
     amp = autocast_dtype(device, args.precision)
@@ -173,11 +192,16 @@ def main() -> None:
          total_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 1), autocast=str(amp))
     cfg = TrainConfig(data="", out="")  # the default recipe
     model.alignment_head.requires_grad_(cfg.align_weight > 0)  # as training does
+    if args.count_only:
+        flops, activations = training_counts_per_picture(model, cfg, device, amp)
+        emit(figure="train_per_picture", gflop=round(flops / 1e9, 1),
+             saved_activations_mb=round(activations / 2**20, 1))
+        return
     bench_training(model, cfg, device, amp, args.batch_sizes, args.repeats, peak)
     bench_generation(model, device, args.precision, args.gen_batches, args.repeats)
     if args.learning_check:
         del model
-        learning_check(args.preset, device, args.learning_check, args.check_batch, args.precision)
+        learning_check(args.preset, overrides, device, args.learning_check, args.check_batch, args.precision)
 
 
 if __name__ == "__main__":

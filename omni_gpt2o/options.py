@@ -9,6 +9,7 @@ typed from the field's annotation and checked against its range; `from_flags` bu
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import typing
 from collections.abc import Sequence
@@ -51,6 +52,19 @@ def from_flags(config_class: type, args: argparse.Namespace) -> Any:
     """The config from parsed flags (fields without a flag keep their defaults)."""
     names = {f.name for f in dataclasses.fields(config_class) if f.metadata.get("flag", False)}
     return config_class(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """`key=value` pairs (bench scripts' `--set`/`--model`); values are Python literals (numbers, tuples)
+    or plain strings."""
+    out = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        try:
+            out[key.replace("-", "_")] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key.replace("-", "_")] = text
+    return out
 
 
 def _base_type(annotation: Any) -> type:
