@@ -405,15 +405,13 @@ def train(cfg: TrainConfig) -> Path:
         try:
             while not plan.done(state, cfg):
                 if train_epoch(cfg, plan, data, learner, state, record, accelerator, stopper):
-                    record.checkpoint("last", with_state=True)
-                    raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
-                                    f"{record.dir / 'checkpoints' / 'last'}")
+                    raise KeyboardInterrupt  # a signal asked every process to stop: as Ctrl-C
         except KeyboardInterrupt:
             record.checkpoint("last", with_state=True)
             raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
                             f"{record.dir / 'checkpoints' / 'last'}") from None
-        except (OmniError, NonFiniteLoss):
-            raise
+        except NonFiniteLoss:
+            raise  # the weights are spoilt: the last good checkpoint stays as it was
         except Exception:
             with contextlib.suppress(Exception):  # keep what was learnt, then report the original error
                 record.checkpoint("last", with_state=True)

@@ -238,3 +238,21 @@ def test_a_snapshot_due_as_the_budget_ends_with_an_epoch_is_kept(tmp_path, shape
                snapshot_minutes=0.1))
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / "run" / "checkpoints" / "snapshots").iterdir()] == ["min-000.1"]
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, shapes_splits, monkeypatch):
+    real = train_module.compute_losses
+    calls = {"n": 0}
+
+    def spoilt(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= 14:  # the second epoch's second step on
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_module, "compute_losses", spoilt)
+    with pytest.raises(OmniError, match="loss became nan"):
+        train(_cfg(shapes_splits, tmp_path / "run", val_data=None, epochs=3))
+    state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 12  # the end of the first epoch, not the spoilt weights
