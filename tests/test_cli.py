@@ -42,8 +42,24 @@ def test_seed_snake_case_flags_are_accepted():
     assert parser.parse_args(["train", "--data", "d", "--out", "o", "--lr", "0.5"]).learning_rate == 0.5
 
 
+def test_train_flags_come_from_train_config():
+    import dataclasses
+
+    from omni_gpt2o.train import TrainConfig
+
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
+    flags = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("flag")]
+    assert len(flags) > 35
+    for f in flags:  # one default, in one place
+        if f.default is not dataclasses.MISSING:
+            assert getattr(args, f.name) == f.default, f.name
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--data", "d", "--out", "o", "--batch-size", "0"],
+    ["train", "--data", "d", "--out", "o", "--learning-rate", "0"],
+    ["train", "--data", "d", "--out", "o", "--kl-weight", "-1"],
+    ["train", "--data", "d", "--out", "o", "--precision", "fp8"],
     ["train", "--data", "d", "--out", "o", "--no-such-flag"],
     ["generate", "--checkpoint", "c", "--out-dir", "o"],  # no prompt
     ["make-shapes", "--out", "o"],  # no --num-images
