@@ -135,21 +135,6 @@ PRESETS: dict[str, OmniConfig] = {
         decoder_blocks=2,
         decoder_heads=8,
     ),
-    # The same shapes with random frozen backbones built from a seed (GPT-2's real tokenizer): speed, memory and
-    # GPU checks of the real configuration offline, where nothing can be downloaded. It cannot learn language.
-    "gpt2-vit-b-random": OmniConfig(
-        text_model="gpt2",
-        text_model_config=dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024),
-        max_text_tokens=77,
-        image_model="vit_base_patch16_224",
-        image_model_pretrained=False,
-        image_size=224,
-        latent_dim=32,
-        decoder_channels=(64, 128, 192, 256, 384),
-        decoder_attention_levels=(3, 4),
-        decoder_blocks=2,
-        decoder_heads=8,
-    ),
     # Bigger frozen backbones for a bigger GPU.
     "gpt2-medium-vit-l": OmniConfig(
         text_model="gpt2-medium",
@@ -163,6 +148,15 @@ PRESETS: dict[str, OmniConfig] = {
         decoder_heads=8,
     ),
 }
+
+
+# gpt2-vit-b's shapes with random frozen backbones built from a seed (GPT-2's real tokenizer): speed, memory and
+# GPU checks of the real configuration offline, where nothing can be downloaded. It cannot learn language.
+PRESETS["gpt2-vit-b-random"] = PRESETS["gpt2-vit-b"].replace(
+    text_model_config=dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024),
+    image_model="vit_base_patch16_224",
+    image_model_pretrained=False,
+)
 
 
 def get_preset(name: str) -> OmniConfig:
