@@ -25,7 +25,7 @@ photos="$OUT/photos"
 "$PY" -m omni_gpt2o precompute --data "$photos/split" --cache-dir "$photos/cache" --preset gpt2-vit-b-random \
   --device cuda
 "$PY" -m omni_gpt2o train --data "$photos/split" --out "$photos/run" --preset gpt2-vit-b-random --device cuda \
-  --cache-dir "$photos/cache" --align-weight 0.1 --batch-size 8 --max-steps 20 --log-every 5
+  --cache-dir "$photos/cache" --align-weight 0.1 --batch-size 8 --max-steps 20 --log-every 5 --save-interval 1000
 "$PY" -m omni_gpt2o generate --checkpoint "$photos/run/checkpoints/last" --out-dir "$photos/pictures" \
   --prompt "a cup of coffee on a red table" "Космический кот на Марсе" --device cuda
 
