@@ -78,8 +78,8 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     cfg = replace(cfg, rollout=0.0, learning_rate=0.0)
     learner = Learner(model, cfg, None)
     with FlopCounterMode(display=False) as total:
-        batch = StepBatch(clean, ["a small red circle to the left of a large blue square"] * b, list(range(b)),
-                          alignment_targets(model, clean, cfg, None))
+        batch = StepBatch(clean, ["a small red circle to the left of a large blue square"] * b,
+                          target=alignment_targets(model, clean, cfg, None))
         train_step(learner, batch, cfg, 0)
     for h in hooks:
         h.remove()

@@ -89,7 +89,7 @@ def training_counts_per_picture(model, cfg: TrainConfig, device: torch.device,
 def picture_batch(model, b: int, device: torch.device) -> StepBatch:
     size = model.config.image_size
     clean = torch.rand(b, 3, size, size, device=device) * 2 - 1
-    return StepBatch(clean, (CAPTIONS * b)[:b], list(range(b)))
+    return StepBatch(clean, (CAPTIONS * b)[:b])
 
 
 def bench_training(model, cfg: TrainConfig, device, amp, batch_sizes: list[int], repeats: int, peak: float | None):

@@ -71,7 +71,7 @@ def main() -> None:
                 if target is None:
                     target = frozen_targets(model, clean, amp)
                     cache.put(batch.indices, target)
-                train_step(learner, StepBatch(clean, batch.captions, batch.indices, target), cfg, i)
+                train_step(learner, StepBatch(clean, batch.captions, target=target), cfg, i)
                 t2 = time.perf_counter()
                 if i >= 2:  # the first batches include worker start-up
                     waits.append(t1 - t0)

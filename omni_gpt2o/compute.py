@@ -77,7 +77,7 @@ def training_step_flops(model: OmniGPT2o, cfg: TrainConfig, batch_size: int | No
     counts = {}
     for kind, rollout in (("plain", 0.0), ("rollout", 1.0)):
         with FlopCounterMode(display=False) as counter:
-            batch = StepBatch(clean, captions, list(range(b)), alignment_targets(twin, clean, cfg, None))
+            batch = StepBatch(clean, captions, target=alignment_targets(twin, clean, cfg, None))
             train_step(learner, batch, replace(cfg, rollout=rollout), step=0)
         counts[kind] = float(counter.get_total_flops())
     counts["mean"] = (1 - cfg.rollout) * counts["plain"] + cfg.rollout * counts["rollout"]

@@ -123,9 +123,11 @@ class OmniGPT2o(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, draft: torch.Tensor,
                 strength: torch.Tensor, sample_latents: bool = False,
-                generator: torch.Generator | None = None, draft_tokens: torch.Tensor | None = None) -> OmniOutput:
-        """`draft_tokens`: the frozen ViT's view of `draft` when it is already at hand (guidance shares one
-        ViT pass between its two halves)."""
+                generator: torch.Generator | None = None, draft_tokens: torch.Tensor | None = None,
+                latent_noise: torch.Tensor | None = None) -> OmniOutput:
+        """`sample_latents`: sample the VAE latent (noise from `generator`, or `latent_noise` as given) instead of
+        taking its mean. `draft_tokens`: the frozen ViT's view of `draft` when it is already at hand (guidance
+        shares one ViT pass between its two halves)."""
         b, t = input_ids.shape
         # 1. Frozen encoders read the prompt and the draft.
         text_embeds = self.text_encoder.embed(input_ids)
@@ -148,9 +150,9 @@ class OmniGPT2o(nn.Module):
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).
         mean, logvar = self.latent_heads(patch_states)
         z = mean
-        if sample_latents:
-            eps = randn(tuple(mean.shape), generator, device=mean.device).to(mean.dtype)
-            z = mean + eps * torch.exp(0.5 * logvar)
+        if sample_latents or latent_noise is not None:
+            eps = latent_noise if latent_noise is not None else randn(tuple(mean.shape), generator, device=mean.device)
+            z = mean + eps.to(mean.dtype) * torch.exp(0.5 * logvar)
         gh, gw = self.image_encoder.grid_size
         z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)
         # 5. Trained decoder draws the picture.

@@ -43,7 +43,7 @@ from omni_gpt2o.checkpoint import (
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import Batch, CaptionedImages, collate, to_unit_range
-from omni_gpt2o.drafts import make_draft, rand, sample_strengths
+from omni_gpt2o.drafts import make_draft, randn, sample_strengths
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.options import option
@@ -199,69 +199,98 @@ class StepBatch:
     """This process's share of a batch, on the device."""
     clean: torch.Tensor  # (b, 3, H, W) in [-1, 1]
     captions: list[str]
-    sample_ids: list[int]  # each picture's index in the data set: with (seed, step) it seeds the picture's draws
+    positions: list[int] | None = None  # each picture's row in the global batch (default: 0..b-1)
+    batch_size: int | None = None  # the global batch's size (default: b)
     target: torch.Tensor | None = None  # the frozen ViT's tokens of the clean pictures (alignment loss)
     sd_pictures: torch.Tensor | None = None  # stored Stable Diffusion drafts, in [-1, 1] ...
     sd_stored: torch.Tensor | None = None  # ... and which rows have one
+
+    def __post_init__(self) -> None:
+        self.positions = list(range(len(self.captions))) if self.positions is None else self.positions
+        self.batch_size = self.batch_size or len(self.captions)
 
     def rows(self, part: slice) -> StepBatch:
         def cut(x):
             return None if x is None else x[part]
 
-        return StepBatch(self.clean[part], self.captions[part], self.sample_ids[part], cut(self.target),
-                         cut(self.sd_pictures), cut(self.sd_stored))
+        return StepBatch(self.clean[part], self.captions[part], self.positions[part], self.batch_size,
+                         cut(self.target), cut(self.sd_pictures), cut(self.sd_stored))
 
 
-def picture_generators(seed: int, step: int, sample_ids: list[int],
-                       device: torch.device) -> tuple[list[torch.Generator], list[torch.Generator]]:
-    """Each picture's own random streams for this step, from (seed, step, picture): one on the host for choices
-    (caption dropped, strength, rollout), one on the device for noise. A picture draws the same numbers
-    whichever process trains it and whatever else is in its share of the batch."""
-    keys = [((seed * 1_000_003 + step) * 10_000_019 + i) % 2**62 for i in sample_ids]
-    host = [torch.Generator().manual_seed(2 * k) for k in keys]
-    noise = [torch.Generator(device).manual_seed(2 * k + 1) for k in keys]
-    return host, noise
+@dataclass
+class StepDraws:
+    """Every random draw of a step, for every picture of the global batch, from one stream seeded by
+    (seed, step): each process (and each accumulation pass) takes its own pictures' rows, so how the batch is
+    split does not change what is trained, and a resumed run repeats the uninterrupted one."""
+    sd_pick: torch.Tensor | None  # (B,) uniforms: which pictures start from a stored SD draft
+    dropped: torch.Tensor  # (B,) bool: caption left out (the unconditional half of guidance)
+    strength: torch.Tensor  # (B,) draft strengths
+    draft_noise: torch.Tensor  # (B, 3, H, W)
+    rollout: bool  # a rollout step: the draft is the sampler's own next one (the fields below)
+    high: torch.Tensor | None
+    low: torch.Tensor | None
+    strong_noise: torch.Tensor | None
+    latent_noise: torch.Tensor  # (B, P, latent_dim): the VAE's sampling noise
 
+    @classmethod
+    def draw(cls, cfg: TrainConfig, step: int, model: OmniGPT2o, batch: int, device: torch.device) -> StepDraws:
+        # Uniforms on the host; noise on the device from its own stream (on a CPU both come from one).
+        host = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        noise = host if device.type == "cpu" else torch.Generator(device).manual_seed(cfg.seed * 1_000_003 + step)
+        size = model.config.image_size
+        sd_pick = torch.rand(batch, generator=host) if cfg.draft == "sd" else None
+        dropped = torch.rand(batch, generator=host) < cfg.caption_dropout
+        strength = sample_strengths(batch, host, pure_noise=cfg.pure_noise, skew=cfg.noise_skew)
+        draft_noise = randn((batch, 3, size, size), noise, device)
+        rollout = bool(cfg.rollout) and torch.rand(1, generator=host).item() < cfg.rollout
+        high = low = strong_noise = None
+        if rollout:
+            high = 0.5 + 0.5 * torch.rand(batch, generator=host)
+            low = high * (0.3 + 0.6 * torch.rand(batch, generator=host))
+            strong_noise = randn((batch, 3, size, size), noise, device)
+        latent = (batch, model.image_encoder.num_patches, model.config.latent_dim)
+        return cls(sd_pick, dropped, strength, draft_noise, rollout, high, low, strong_noise,
+                   randn(latent, noise, device))
 
-def step_uniform(seed: int, step: int) -> float:
-    """One draw per step, the same in every process (whether this step is a rollout step)."""
-    return torch.rand(1, generator=torch.Generator().manual_seed(seed * 1_000_003 + step)).item()
+    def rows(self, positions: list[int], device: torch.device) -> StepDraws:
+        index = torch.tensor(positions)
+
+        def pick(x):
+            return None if x is None else x[index.to(x.device)].to(device)
+
+        return StepDraws(pick(self.sd_pick), pick(self.dropped), pick(self.strength), pick(self.draft_noise),
+                         self.rollout, pick(self.high), pick(self.low), pick(self.strong_noise),
+                         pick(self.latent_noise))
 
 
 @torch.no_grad()
-def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor,
-                  host: list[torch.Generator], noise: list[torch.Generator],
-                  amp: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """A draft as the sampler makes it: predict from a strong draft, then step down to a weaker one built
-    from that prediction and the noise the strong draft held. Training on these teaches the model to fix
-    its own early guesses (a blob where a square belongs), not only degraded true pictures."""
-    b = clean.shape[0]
-    high = (0.5 + 0.5 * rand((b,), host)).to(clean.device)
-    low = high * (0.3 + 0.6 * rand((b,), host)).to(clean.device)
-    strong = make_draft(clean, high, noise)
+def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor, high: torch.Tensor,
+                  low: torch.Tensor, noise: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """A draft as the sampler makes it: predict from a strong draft (strength `high`, holding `noise`), then
+    step down to strength `low` with the scheduler. Training on these teaches the model to fix its own early
+    guesses (a blob where a square belongs), not only degraded true pictures."""
+    strong = DraftScheduler.add_noise(clean, noise.to(clean.dtype), high)
     with autocast(clean.device, amp):
         guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
-    return DraftScheduler.step(guess, high, strong, low), low
+    return DraftScheduler.step(guess, high, strong, low)
 
 
-def pass_losses(learner: Learner, batch: StepBatch, cfg: TrainConfig, host: list[torch.Generator],
-                noise: list[torch.Generator], rollout: bool) -> dict[str, torch.Tensor]:
-    """Forward and losses of one pass over some pictures."""
-    model, clean, n = learner.model, batch.clean, len(batch.captions)
-    dropped = (rand((n,), host) < cfg.caption_dropout).tolist()
-    ids, mask = model.tokenize(["" if d else c for c, d in zip(batch.captions, dropped)])
-    strength = sample_strengths(n, host, pure_noise=cfg.pure_noise, skew=cfg.noise_skew).to(clean.device)
-    source = clean
+def pass_losses(learner: Learner, batch: StepBatch, draws: StepDraws, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """Forward and losses of one pass over some pictures, with their rows of the step's draws."""
+    model, clean = learner.model, batch.clean
+    ids, mask = model.tokenize(["" if d else c for c, d in zip(batch.captions, draws.dropped.tolist())])
+    strength, source = draws.strength, clean
     if batch.sd_pictures is not None:  # some drafts start from Stable Diffusion's picture; the target stays clean
-        use = (rand((n,), host) < cfg.sd_draft_ratio).to(clean.device) & batch.sd_stored
+        use = (draws.sd_pick < cfg.sd_draft_ratio) & batch.sd_stored
         source = torch.where(use.view(-1, 1, 1, 1), batch.sd_pictures, clean)
         strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
-    if rollout:
-        draft, strength = rollout_draft(model, ids, mask, clean, host, noise, learner.amp)
+    if draws.rollout:
+        draft = rollout_draft(model, ids, mask, clean, draws.high, draws.low, draws.strong_noise, learner.amp)
+        strength = draws.low
     else:
-        draft = make_draft(source, strength, noise)
+        draft = DraftScheduler.add_noise(source, draws.draft_noise.to(source.dtype), strength)
     with autocast(clean.device, learner.amp):
-        out = learner.forward(ids, mask, draft, strength, sample_latents=True, generator=noise)
+        out = learner.forward(ids, mask, draft, strength, latent_noise=draws.latent_noise)
     return compute_losses(out, clean, batch.target, loss_weights(cfg))
 
 
@@ -269,22 +298,22 @@ def train_step(learner: Learner, batch: StepBatch, cfg: TrainConfig, step: int) 
     """One optimisation step over this process's share of the batch, in `cfg.grad_accum` passes. Returns the
     losses (tensors: reading them waits for the device, so the loop does that only when it logs) and whether
     this was a rollout step."""
-    host, noise = picture_generators(cfg.seed, step, batch.sample_ids, batch.clean.device)
-    rollout = cfg.rollout > 0 and step_uniform(cfg.seed, step) < cfg.rollout
+    device = batch.clean.device
+    draws = StepDraws.draw(cfg, step, learner.model, batch.batch_size, device)
     n = len(batch.captions)
     passes = min(cfg.grad_accum, n)
     edges = [n * k // passes for k in range(passes + 1)]
     totals: dict[str, torch.Tensor] = {}
     for a, b in zip(edges[:-1], edges[1:]):
-        part = slice(a, b)
+        part = batch.rows(slice(a, b))
         with learner.no_sync(sync=b == n):
-            losses = pass_losses(learner, batch.rows(part), cfg, host[part], noise[part], rollout)
+            losses = pass_losses(learner, part, draws.rows(part.positions, device), cfg)
             learner.backward(losses["loss"] * (b - a) / n)
         totals = {name: totals.get(name, 0) + v.detach() * (b - a) / n for name, v in losses.items()}
     grad_norm = learner.update(cfg.gradient_clip, step)
     if grad_norm is not None:
         totals["grad_norm"] = grad_norm
-    return totals, rollout
+    return totals, draws.rollout
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
@@ -428,11 +457,12 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
     order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed + state["epoch"]))
     batches = order[: plan.steps_per_epoch * plan.batch_size].view(plan.steps_per_epoch, plan.batch_size)
     mine = slice(accelerator.process_index * plan.per_process, (accelerator.process_index + 1) * plan.per_process)
-    loader = DataLoader(data.train, batch_sampler=batches[state["batch_in_epoch"]:, mine].tolist(),
-                        collate_fn=collate, num_workers=cfg.num_workers, pin_memory=data.device.type == "cuda")
+    shares = batches[state["batch_in_epoch"]:, mine].tolist()
+    loader = DataLoader(data.train, batch_sampler=shares, collate_fn=collate, num_workers=cfg.num_workers,
+                        pin_memory=data.device.type == "cuda")
     skipped: list[str] = []
     tick = time.perf_counter()  # training time counts data loading, not validation or saving
-    for batch in loader:
+    for share, batch in zip(shares, loader):
         skipped += batch.errors
         now = time.perf_counter()
         elapsed, stop, empty = agree(accelerator, state["elapsed"] + now - tick, stopper.requested,
@@ -449,7 +479,8 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
             lr = learning_rate(cfg, state["step"], plan.warmup_steps, plan.progress(state))
             for group in learner.optimizer.param_groups:
                 group["lr"] = lr
-            losses, rollout = train_step(learner, data.step_batch(batch, learner), cfg, state["step"])
+            step_batch = data.step_batch(batch, learner, share, mine.start, plan.batch_size)
+            losses, rollout = train_step(learner, step_batch, cfg, state["step"])
             state["step"] += 1
             state["rollout_steps"] += int(rollout)
             record.advance(0.0, steps=1)
@@ -522,7 +553,9 @@ class TrainingData:
         elif cfg.draft != "noise":
             raise OmniError(f"--draft must be noise or sd, not {cfg.draft!r}")
 
-    def step_batch(self, batch: Batch, learner: Learner) -> StepBatch:
+    def step_batch(self, batch: Batch, learner: Learner, share: list[int], offset: int, size: int) -> StepBatch:
+        """`share`: the data set indices this process was given, from row `offset` of a global batch of `size`
+        (the unreadable ones are missing from `batch`)."""
         clean = to_unit_range(batch.images.to(self.device, non_blocking=True))
         target = None
         if self.cfg.align_weight > 0:  # without the alignment loss the frozen ViT never sees the clean picture
@@ -534,7 +567,8 @@ class TrainingData:
             target = target.to(self.device)
         if self.pixels is not None and not self.pixels.done[batch.indices].all():
             self.pixels.put(batch.indices, batch.images)
-        step = StepBatch(clean, batch.captions, batch.indices, target)
+        positions = [offset + share.index(i) for i in batch.indices]
+        step = StepBatch(clean, batch.captions, positions, size, target)
         if self.sd_store is not None:
             rows = [self.caption_rows[i] + j for i, j in zip(batch.indices, batch.caption_indices)]
             step.sd_stored = torch.from_numpy(self.sd_store.done[rows].astype(bool)).to(self.device)

@@ -117,9 +117,10 @@ def test_rollout_trains_on_the_samplers_own_drafts(micro_model, shapes_splits):
     train_dir, _ = shapes_splits
     clean = torch.rand(4, 3, 32, 32) * 2 - 1
     ids, mask = micro_model.tokenize(["a red circle on the left"] * 4)
-    gens = [torch.Generator().manual_seed(i) for i in range(4)]
-    draft, strength = rollout_draft(micro_model, ids, mask, clean, gens, gens, None)
-    assert draft.shape == clean.shape and ((strength > 0.1) & (strength < 0.9)).all()
+    high, low = torch.full((4,), 0.8), torch.full((4,), 0.4)
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))
+    draft = rollout_draft(micro_model, ids, mask, clean, high, low, noise, None)
+    assert draft.shape == clean.shape and not torch.allclose(draft, clean, atol=0.1)
     best = train(_cfg(shapes_splits, train_dir.parent / "rollout_run", max_steps=3, rollout=1.0))
     assert (best / "model.safetensors").is_file()
 
@@ -220,7 +221,7 @@ def test_fp16_trains_through_a_gradient_scaler(micro_model):
     assert learner.scaler is not None
     before = {k: v.clone() for k, v in micro_model.trainable_state_dict().items()}
     clean = torch.rand(4, 3, 32, 32) * 2 - 1
-    losses, _ = train_step(learner, StepBatch(clean, ["a red circle"] * 4, [0, 1, 2, 3]), cfg, step=0)
+    losses, _ = train_step(learner, StepBatch(clean, ["a red circle"] * 4), cfg, step=0)
     assert torch.isfinite(losses["loss"])
     after = micro_model.trainable_state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
