@@ -155,6 +155,10 @@ class Learner:
         self.scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None  # bf16 needs none
         many = accelerator is not None and accelerator.num_processes > 1
         self.forward = accelerator.prepare_model(model) if many else model
+        # Steps whose gradients were not finite: skipped, counted on the device (no host sync per step).
+        self.skipped = torch.zeros((), device=device)
+        self.streak = torch.zeros((), device=device)  # in a row, now
+        self.worst_streak = torch.zeros((), device=device)  # in a row, the most since the loop last looked
 
     def no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         """Gradients meet across processes only on the last pass of an accumulated step."""
@@ -163,18 +167,27 @@ class Learner:
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
-    def update(self, clip: float, step: int) -> torch.Tensor | None:
-        """Clip, take the optimizer step (skipped by the scaler on overflow), update the EMA; the gradient norm."""
+    def update(self, clip: float, step: int) -> torch.Tensor:
+        """Clip, take the optimizer step, update the EMA; the gradient norm. A step whose gradients are not
+        finite is skipped and counted (fp16: the scaler's own overflow skip)."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, clip) if clip > 0 else None
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else math.inf)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            self.optimizer.step()
+            bad = (~torch.isfinite(norm)).float()
+            self.skipped += bad
+            self.streak = (self.streak + bad) * bad
+            self.worst_streak = torch.maximum(self.worst_streak, self.streak)
+            if self.optimizer.defaults.get("fused"):
+                self.optimizer.found_inf = bad  # the fused kernel skips the update on the device
+                self.optimizer.step()
+            elif not bad.item():  # other optimizers cannot skip on the device
+                self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.ema.update(step)
+        self.ema.update(step)  # a skipped step leaves the weights, so the EMA stays good too
         return norm
 
     def state(self) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -310,9 +323,7 @@ def train_step(learner: Learner, batch: StepBatch, cfg: TrainConfig, step: int) 
             losses = pass_losses(learner, part, draws.rows(part.positions, device), cfg)
             learner.backward(losses["loss"] * (b - a) / n)
         totals = {name: totals.get(name, 0) + v.detach() * (b - a) / n for name, v in losses.items()}
-    grad_norm = learner.update(cfg.gradient_clip, step)
-    if grad_norm is not None:
-        totals["grad_norm"] = grad_norm
+    totals["grad_norm"] = learner.update(cfg.gradient_clip, step)
     return totals, draws.rollout
 
 
@@ -342,7 +353,10 @@ def learning_rate(cfg: TrainConfig, step: int, warmup_steps: int, progress: floa
 
 
 class NonFiniteLoss(OmniError):
-    """The weights are spoilt: the run stops without writing them over the last good checkpoint."""
+    """Gradients were not finite several steps in a row: the run stops, the last checkpoint stays as it was."""
+
+
+NONFINITE_STREAK = 3  # steps in a row with non-finite gradients (each skipped) that stop a run
 
 
 @dataclass
@@ -631,9 +645,13 @@ class RunRecord:
         if self.accelerator.num_processes > 1:
             values = self.accelerator.reduce(values, reduction="mean")
         logged = {k: round(v, 5) for k, v in zip(names, values.tolist())}
-        if not math.isfinite(logged["loss"]):
-            raise NonFiniteLoss(f"loss became {logged['loss']} by step {self.state['step']}; lower "
-                                "--learning-rate or --kl-weight (the last checkpoint is kept as it was)")
+        learner = self.learner
+        self.state["nonfinite_steps"] = int(learner.skipped.item())
+        if learner.worst_streak.item() >= NONFINITE_STREAK:
+            raise NonFiniteLoss(f"the loss or its gradients were not finite {NONFINITE_STREAK} steps in a row by step "
+                                f"{self.state['step']} (those steps were skipped); lower --learning-rate or "
+                                "--kl-weight (the last checkpoint is kept as it was)")
+        learner.worst_streak.zero_()
         if not self.main:
             return
         logged["lr"] = lr

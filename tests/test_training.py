@@ -253,7 +253,27 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
         return losses
 
     monkeypatch.setattr(train_module, "compute_losses", spoilt)
-    with pytest.raises(OmniError, match="loss became nan"):
+    with pytest.raises(OmniError, match="not finite 3 steps in a row"):
         train(_cfg(shapes_splits, tmp_path / "run", val_data=None, epochs=3))
     state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
     assert state["step"] == 12  # the end of the first epoch, not the spoilt weights
+
+
+def test_a_non_finite_step_is_skipped_never_applied(tmp_path, shapes_splits, monkeypatch):
+    real = train_module.compute_losses
+
+    def spoilt(*args, **kwargs):
+        losses = real(*args, **kwargs)
+        losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    torch.manual_seed(0)
+    fresh = build_model(get_preset("micro")).trainable_state_dict()  # the glue train() starts from (seed 0)
+    monkeypatch.setattr(train_module, "compute_losses", spoilt)
+    out = tmp_path / "run"
+    train(_cfg(shapes_splits, out, val_data=None, max_steps=2))  # two bad steps: under the limit of 3
+    state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
+    assert state["step"] == 2 and state["nonfinite_steps"] == 2
+    raw = {k[len("raw."):]: v for k, v in load_file(str(out / "checkpoints" / "last" /
+                                                         "training_state.safetensors")).items() if k.startswith("raw.")}
+    assert all(torch.equal(raw[k], fresh[k]) for k in fresh)  # nothing was applied
