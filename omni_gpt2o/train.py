@@ -475,6 +475,7 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
     loader = DataLoader(data.train, batch_sampler=shares, collate_fn=collate, num_workers=cfg.num_workers,
                         pin_memory=data.device.type == "cuda")
     skipped: list[str] = []
+    trained, whole = 0, state["batch_in_epoch"] == 0
     tick = time.perf_counter()  # training time counts data loading, not validation or saving
     for share, batch in zip(shares, loader):
         skipped += batch.errors
@@ -496,6 +497,7 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
             step_batch = data.step_batch(batch, learner, share, mine.start, plan.batch_size)
             losses, rollout = train_step(learner, step_batch, cfg, state["step"])
             state["step"] += 1
+            trained += 1
             state["rollout_steps"] += int(rollout)
             record.advance(0.0, steps=1)
             if state["step"] % cfg.log_every == 0 or state["step"] == 1:
@@ -508,6 +510,8 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
     if skipped:
         record.write(f"epoch {state['epoch'] + 1}: skipped {len(skipped)} unreadable pictures (first: {skipped[0]})")
         state["skipped"] = state.get("skipped", 0) + len(skipped)
+        if not trained and whole and state["batch_in_epoch"] == plan.steps_per_epoch:
+            raise OmniError(f"no picture of {cfg.data} could be read in a whole epoch (first: {skipped[0]})")
     if state["batch_in_epoch"] == plan.steps_per_epoch:  # the epoch ran to its end
         state["epoch"] += 1
         state["batch_in_epoch"] = 0

@@ -277,3 +277,14 @@ def test_a_non_finite_step_is_skipped_never_applied(tmp_path, shapes_splits, mon
     raw = {k[len("raw."):]: v for k, v in load_file(str(out / "checkpoints" / "last" /
                                                          "training_state.safetensors")).items() if k.startswith("raw.")}
     assert all(torch.equal(raw[k], fresh[k]) for k in fresh)  # nothing was applied
+
+
+def test_a_split_of_only_unreadable_pictures_stops_with_one_line(tmp_path):
+    from omni_gpt2o.data.shapes import make_shapes
+
+    split = make_shapes(tmp_path / "broken", 32, split="train", seed=0, size=32)
+    for png in (split / "images").glob("*.png"):
+        png.write_bytes(b"")
+    with pytest.raises(OmniError, match="no picture of .* could be read in a whole epoch"):
+        train(TrainConfig(data=str(split), out=str(tmp_path / "run"), preset="micro", batch_size=8, max_steps=6,
+                          progress=False))
