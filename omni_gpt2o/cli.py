@@ -8,6 +8,7 @@ with one clear line on stderr.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -47,9 +48,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--steps", type=positive_int, default=8)
-    flag(p, "--guidance", type=float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
+    flag(p, "--guidance", type=finite_float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
     flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
          help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
 
@@ -142,7 +150,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
     flag(p, "--out", default="runs/demo")
-    flag(p, "--minutes", type=float, default=15.0, help="training time budget")
+    flag(p, "--minutes", type=positive_float, default=15.0, help="training time budget")
     flag(p, "--train-images", type=positive_int, default=20000)
     flag(p, "--val-images", type=positive_int, default=400)
     flag(p, "--seed", type=int, default=0)
@@ -188,6 +196,8 @@ def run(args: argparse.Namespace) -> None:
         cache, encoded, rate = precompute(model, data, args.cache_dir, args.batch_size, args.num_workers,
                                           autocast_dtype(device, args.precision))
         print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir.parent}")
+        if not len(cache):
+            raise OmniError(f"no picture of {args.data} could be read: nothing was cached")
 
     elif args.command == "prepare-drafts":
         from omni_gpt2o.config import get_preset

@@ -11,6 +11,7 @@ Classifier-free guidance mixes the prompt's prediction with the empty prompt's.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,10 @@ class OmniGPT2oPipeline:
         """Draw `prompt`(s). `draft`: None or "noise" (from text alone), "sd" (a Stable Diffusion draft of
         each prompt), or picture(s) to start from; `draft_strength` in (0, 1] says how far from it to start.
         `schedule_power` overrides how the scheduler's strengths fall (see `scheduler.sampling_schedule`)."""
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise ValueError("no prompts given")

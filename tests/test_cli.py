@@ -60,6 +60,10 @@ def test_train_flags_come_from_train_config():
     ["train", "--data", "d", "--out", "o", "--learning-rate", "0"],
     ["train", "--data", "d", "--out", "o", "--kl-weight", "-1"],
     ["train", "--data", "d", "--out", "o", "--precision", "fp8"],
+    ["train", "--data", "d", "--out", "o", "--minutes", "-1"],
+    ["demo", "--minutes", "-1"],
+    ["generate", "--checkpoint", "c", "--out-dir", "o", "--prompt", "a", "--guidance", "nan"],
+    ["evaluate", "--checkpoint", "c", "--data", "d", "--guidance", "inf"],
     ["train", "--data", "d", "--out", "o", "--no-such-flag"],
     ["generate", "--checkpoint", "c", "--out-dir", "o"],  # no prompt
     ["make-shapes", "--out", "o"],  # no --num-images
@@ -164,3 +168,13 @@ def test_use_clearml_without_clearml_is_one_clear_line(shapes_splits, tmp_path, 
     assert main(["train", "--data", str(train_dir), "--out", str(tmp_path / "run"), "--preset", "micro",
                  "--max-steps", "1", "--use_clearml"]) == 1
     assert "pip install 'omni-gpt2o[clearml]'" in _one_line_error(capsys)
+
+
+def test_precompute_of_only_unreadable_pictures_fails_with_one_line(tmp_path, capsys):
+    from omni_gpt2o.data.shapes import make_shapes
+
+    split = make_shapes(tmp_path / "broken", 8, split="train", seed=0, size=32)
+    for png in (split / "images").glob("*.png"):
+        png.write_bytes(b"not a picture")
+    assert main(["precompute", "--data", str(split), "--cache-dir", str(tmp_path / "cache"), "--preset", "micro"]) == 1
+    assert "could be read" in capsys.readouterr().err

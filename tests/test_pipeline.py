@@ -77,6 +77,10 @@ def test_the_sampler_visits_its_schedule(pipe, power):
 
 
 def test_bad_calls_raise(pipe):
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pipe("a red circle", guidance_scale=float("nan"))
+    with pytest.raises(ValueError, match="eta"):
+        pipe("a red circle", eta=5.0)
     with pytest.raises(ValueError):
         pipe([])
     with pytest.raises(ValueError):
