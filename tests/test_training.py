@@ -79,30 +79,61 @@ def test_trained_model_draws_differently_from_untrained(trained_run):
         assert a.mean() < 80  # it learnt that Shapes pictures are mostly black
 
 
-def test_a_killed_run_resumes_to_the_same_weights(tmp_path, shapes_splits, monkeypatch):
-    straight = train(_cfg(shapes_splits, tmp_path / "straight", max_steps=6, epochs=5))
+@pytest.mark.parametrize("where", ["before a step", "inside a step's forward", "after a step", "ctrl-c"])
+def test_a_run_stopped_anywhere_in_a_step_resumes_bit_for_bit(tmp_path, shapes_splits, monkeypatch, where):
+    """SIGTERM (or Ctrl-C) at any point of a step: the run stops at the step's end, saves `last`, and the resumed
+    run ends with exactly the weights of the uninterrupted one."""
+    import os
+    import signal
 
+    straight = train(_cfg(shapes_splits, tmp_path / "straight", max_steps=6, epochs=5))
+    calls = {"n": 0}
+
+    def hit() -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT if where == "ctrl-c" else signal.SIGTERM)
+
+    target = "pass_losses" if where == "inside a step's forward" else "train_step"
+    real = getattr(train_module, target)
+
+    def wrapped(*args, **kwargs):
+        if where != "after a step":
+            hit()
+        out = real(*args, **kwargs)
+        if where == "after a step":
+            hit()
+        return out
+
+    monkeypatch.setattr(train_module, target, wrapped)
+    with pytest.raises(OmniError, match="resume with --checkpoint-path"):
+        train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5))
+    monkeypatch.setattr(train_module, target, real)
+    last = tmp_path / "killed" / "checkpoints" / "last"
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 4  # the step in flight was finished
+
+    resumed = train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5, checkpoint_path=str(last)))
+    a = load_file(str(straight / "model.safetensors"))
+    b = load_file(str(resumed / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bit for bit
+
+
+def test_a_second_ctrl_c_stops_at_once_and_still_saves_last(tmp_path, shapes_splits, monkeypatch):
     real_step = train_module.train_step
     calls = {"n": 0}
 
     def dying_step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 4:
-            raise KeyboardInterrupt  # killed during the 4th step
+            raise KeyboardInterrupt  # as the second Ctrl-C raises in the middle of a step
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "train_step", dying_step)
     with pytest.raises(OmniError, match="resume with --checkpoint-path"):
         train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5))
-    monkeypatch.setattr(train_module, "train_step", real_step)
     last = tmp_path / "killed" / "checkpoints" / "last"
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 3
-
-    resumed = train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5, checkpoint_path=str(last)))
-    a = load_file(str(straight / "model.safetensors"))
-    b = load_file(str(resumed / "model.safetensors"))
-    assert a.keys() == b.keys()
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_resume_needs_a_training_state(tmp_path, trained_run, shapes_splits):
