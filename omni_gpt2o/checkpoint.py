@@ -65,8 +65,12 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     path = Path(path)
     meta = read_config(path)
     model = build_model(OmniConfig.from_dict(meta["model"]), ckpt_dir=path)
-    weights = load_file(str(path / WEIGHTS))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    weights = read_weights(path / WEIGHTS)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # tensors of other shapes (another --latent-dim, say)
+        raise OmniError(f"{path / WEIGHTS} does not match its config.json: {str(err).splitlines()[-1].strip()}") \
+            from None
     missing = [k for k in missing if not k.startswith(OmniGPT2o.FROZEN)]
     if missing or unexpected:
         raise OmniError(f"{path / WEIGHTS} does not match its config: missing {missing[:3]}, "
@@ -74,11 +78,20 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
     return model.to(device).eval(), meta
 
 
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file, or one clear error when it is cut short or not safetensors at all."""
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types (header, size, I/O)
+        raise OmniError(f"{path} cannot be read as safetensors ({str(err).splitlines()[0]}): the file is damaged or "
+                        "incomplete; use another checkpoint (`last` is written whole or not at all)") from None
+
+
 def load_training_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     path = Path(path)
     if not (path / TRAINING_STATE).is_file():
         return None
-    return load_file(str(path / TRAINING_STATE)), json.loads((path / TRAINER_STATE).read_text())
+    return read_weights(path / TRAINING_STATE), json.loads((path / TRAINER_STATE).read_text())
 
 
 def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:

@@ -178,3 +178,18 @@ def test_precompute_of_only_unreadable_pictures_fails_with_one_line(tmp_path, ca
         png.write_bytes(b"not a picture")
     assert main(["precompute", "--data", str(split), "--cache-dir", str(tmp_path / "cache"), "--preset", "micro"]) == 1
     assert "could be read" in capsys.readouterr().err
+
+
+def test_damaged_or_mismatched_weights_are_one_line(ckpt, tmp_path, micro_preset, capsys):
+    from omni_gpt2o.model import build_model
+
+    weights = ckpt / "model.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    argv = ["generate", "--checkpoint", str(ckpt), "--prompt", "a red circle", "--out-dir", str(tmp_path / "o")]
+    assert main(argv) == 1
+    assert "cannot be read as safetensors" in _one_line_error(capsys)
+    other = save_checkpoint(build_model(micro_preset.replace(latent_dim=4)), tmp_path / "other")
+    weights.write_bytes((other / "model.safetensors").read_bytes())  # tensors of another --latent-dim
+    assert main(argv) == 1
+    assert "does not match its config.json" in _one_line_error(capsys)
