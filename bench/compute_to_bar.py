@@ -144,7 +144,8 @@ def main() -> None:
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
     settings = {"batch_size": DEMO_BATCH} | settings  # the demo's batch unless told otherwise
-    cfg = TrainConfig(data=str(train_dir), out=str(work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"),
+    out = work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
+    cfg = TrainConfig(data=str(train_dir), out=str(out), overwrite=True,
                       seed=args.seed, precision=args.precision, progress=True,
                       model_overrides=model_settings or None, **settings)
 

@@ -46,7 +46,8 @@ def main() -> None:
     prompts = split_prompts(val_dir, args.prompts)
     for name in args.variants:
         budget = {"max_steps": args.steps} if args.steps else {"minutes": args.minutes}
-        cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(work / name), max_val_samples=64,
+        cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(work / name), overwrite=True,
+                          max_val_samples=64,
                           progress=False, **budget, **VARIANTS[name])
         best = train(cfg)
         trained = json.loads((best / "config.json").read_text())["trained"]

@@ -72,8 +72,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     print(f"training the `tiny` preset for {minutes:g} minutes in {precision_used} on {where}, batch {batch_size}",
           flush=True)
     snapshots = out / "run" / "checkpoints" / "snapshots"
-    shutil.rmtree(snapshots, ignore_errors=True)  # a fresh run: an earlier demo's snapshots would mix into the curve
-    cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset="tiny",
+    # overwrite: a rerun replaces the demo's own earlier run (whose snapshots would mix into the curve)
+    cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset="tiny", overwrite=True,
                       minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256, device=str(dev),
                       learning_rate=LEARNING_RATE * (batch_size / BATCH_SIZE) ** 0.5, precision=precision,
                       snapshot_minutes=minutes / curve_points if curve_points else None)

@@ -51,3 +51,59 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class RunLock:
+    """A run folder's lock while a run writes it: `.lock` names the writer's host and process. A lock whose
+    process is gone (a killed run) is stale and taken over; one held by a live process is refused."""
+
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder) / ".lock"
+
+    def acquire(self) -> RunLock:
+        import json
+        import socket
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None:  # stale: its process is gone
+                    self.path.unlink(missing_ok=True)
+                    continue
+                raise OmniError(f"another run is writing {self.path.parent} ({holder}); wait for it to end, or "
+                                "train into another --out") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+            return self
+        raise OmniError(f"cannot lock {self.path.parent}: its .lock keeps coming back")
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def _holder(self) -> str | None:
+        """Who holds the lock ("pid N on HOST"), or None when the lock is stale."""
+        import json
+        import socket
+
+        try:
+            holder = json.loads(self.path.read_text())
+            host, pid = holder["host"], int(holder["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # unreadable: a writer killed mid-write
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                pass  # alive, another user's
+        return f"process {pid} on {host}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -44,7 +45,7 @@ from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import Batch, CaptionedImages, collate, to_unit_range
 from omni_gpt2o.drafts import make_draft, randn, sample_strengths
-from omni_gpt2o.fileio import OmniError
+from omni_gpt2o.fileio import OmniError, RunLock
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.options import option
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
@@ -91,6 +92,7 @@ class TrainConfig:
     snapshot_minutes: float | None = option(None, "also keep the weights every this many training minutes "
                                                   "(checkpoints/snapshots/, for a learning curve)", positive=True)
     checkpoint_path: str | None = option(None, "resume from a `last` checkpoint (any number of processes)")
+    overwrite: bool = option(False, "replace the run that --out holds (without it a new run refuses such a folder)")
     use_clearml: bool = option(False, "log to ClearML too")
     device: str = option("auto", "auto | cpu | cuda | mps (under accelerate launch: each process's own GPU)")
     precision: str = option("auto", "auto: bf16 where the hardware has it, fp16 + gradient scaling on GPUs "
@@ -602,9 +604,14 @@ class RunRecord:
         self.cfg, self.learner, self.state, self.plan, self.accelerator = cfg, learner, state, plan, accelerator
         self.main = accelerator.is_main_process
         self.dir = Path(cfg.out)
-        self.writer = None
+        self.writer = self.lock = None
         if self.main:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.lock = RunLock(self.dir).acquire()  # only the main process writes the folder
+            try:
+                claim_run_folder(self.dir, cfg)
+            except OmniError:
+                self.lock.release()
+                raise
             self.writer = _tensorboard(self.dir)
             if cfg.use_clearml:
                 _clearml(self.dir, cfg)
@@ -708,6 +715,8 @@ class RunRecord:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()
+        if self.lock is not None:
+            self.lock.release()
 
     def finish(self) -> Path:
         state = self.state
@@ -717,6 +726,24 @@ class RunRecord:
                   f"{state['best_val'] if state['best_val'] is not None else 'n/a'}; checkpoints in "
                   f"{self.dir / 'checkpoints'}")
         return self.dir / "checkpoints" / ("best" if state["best_val"] is not None else "last")
+
+
+RUN_OUTPUTS = ("checkpoints", "tensorboard", "train_config.json", "loss_curve.png", "samples_latest.png")
+
+
+def claim_run_folder(folder: Path, cfg: TrainConfig) -> None:
+    """A new run takes an empty folder, its own (resuming), or one it is told to overwrite (whose outputs go)."""
+    if not (folder / "train_config.json").exists() or cfg.checkpoint_path:
+        return
+    if not cfg.overwrite:
+        raise OmniError(f"{folder} holds another run: resume it with --checkpoint-path "
+                        f"{folder / 'checkpoints' / 'last'}, train into another --out, or replace it with --overwrite")
+    for name in RUN_OUTPUTS:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink(missing_ok=True)
 
 
 def progress_bar(plan: Plan, state: dict, enabled: bool) -> tqdm:

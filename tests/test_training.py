@@ -319,3 +319,30 @@ def test_a_split_of_only_unreadable_pictures_stops_with_one_line(tmp_path):
     with pytest.raises(OmniError, match="no picture of .* could be read in a whole epoch"):
         train(TrainConfig(data=str(split), out=str(tmp_path / "run"), preset="micro", batch_size=8, max_steps=6,
                           progress=False))
+
+
+def test_a_run_folder_is_not_overwritten_silently(tmp_path, shapes_splits):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    train(_cfg(shapes_splits, out, max_steps=2, val_data=None))
+    first = (out / "checkpoints" / "last" / "model.safetensors").read_bytes()
+    with pytest.raises(OmniError, match="holds another run"):
+        train(_cfg(shapes_splits, out, max_steps=2, val_data=None, seed=1))
+    assert (out / "checkpoints" / "last" / "model.safetensors").read_bytes() == first  # untouched
+    train(_cfg(shapes_splits, out, max_steps=2, val_data=None, seed=1, overwrite=True))
+    assert (out / "checkpoints" / "last" / "model.safetensors").read_bytes() != first
+
+    # A live writer's lock is refused; a lock left by a killed run is taken over.
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(json.dumps({"host": os.uname().nodename, "pid": writer.pid}))
+        with pytest.raises(OmniError, match="another run is writing"):
+            train(_cfg(shapes_splits, out, max_steps=2, val_data=None, overwrite=True))
+    finally:
+        writer.kill()
+        writer.wait()
+    train(_cfg(shapes_splits, out, max_steps=2, val_data=None, overwrite=True))  # its process is gone: stale
+    assert not (out / ".lock").exists()
