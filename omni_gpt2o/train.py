@@ -89,6 +89,8 @@ class TrainConfig:
     seed: int = option(0)
     debug: bool = option(False, "a few samples, one epoch, log every step")
     save_interval: int = option(1, "epochs between `last` checkpoints", positive=True)
+    save_every: int | None = option(None, "also save `last` every this many steps (a killed run loses at most "
+                                          "these)", positive=True)
     snapshot_minutes: float | None = option(None, "also keep the weights every this many training minutes "
                                                   "(checkpoints/snapshots/, for a learning curve)", positive=True)
     checkpoint_path: str | None = option(None, "resume from a `last` checkpoint (any number of processes)")
@@ -505,6 +507,9 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
             if state["step"] % cfg.log_every == 0 or state["step"] == 1:
                 record.log(losses, lr)
         state["batch_in_epoch"] += 1
+        if not empty and cfg.save_every and state["step"] % cfg.save_every == 0:
+            record.checkpoint("last", with_state=True)
+            tick = time.perf_counter()  # writing files is not training time
     elapsed, = agree(accelerator, state["elapsed"] + time.perf_counter() - tick)
     record.advance(elapsed - state["elapsed"])
     state["elapsed"] = elapsed

@@ -346,3 +346,18 @@ def test_a_run_folder_is_not_overwritten_silently(tmp_path, shapes_splits):
         writer.wait()
     train(_cfg(shapes_splits, out, max_steps=2, val_data=None, overwrite=True))  # its process is gone: stale
     assert not (out / ".lock").exists()
+
+
+def test_save_every_keeps_last_within_n_steps(tmp_path, shapes_splits, monkeypatch):
+    saved = []
+    real = train_module.save_checkpoint
+
+    def spy(model, path, *args, **kwargs):
+        if path.name == "last":
+            saved.append(kwargs["metadata"]["trained"]["step"])
+        return real(model, path, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", spy)
+    out = tmp_path / "run"
+    train(_cfg(shapes_splits, out, val_data=None, max_steps=5, save_every=2))
+    assert saved == [2, 4, 5]  # every 2 steps, then the end
