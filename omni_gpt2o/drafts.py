@@ -20,22 +20,13 @@ Generators = torch.Generator | list[torch.Generator] | None
 def randn(shape: tuple[int, ...], generator: Generators = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """Standard normal noise; with a list of generators, row i comes from generator i alone, so a
     picture's noise does not depend on what else is in the batch."""
-    return _draw(torch.randn, shape, generator, device)
-
-
-def rand(shape: tuple[int, ...], generator: Generators = None, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Uniform [0, 1) draws; with a list of generators, row i from generator i alone (as `randn`)."""
-    return _draw(torch.rand, shape, generator, device)
-
-
-def _draw(fn, shape: tuple[int, ...], generator: Generators, device: torch.device | str) -> torch.Tensor:
     if isinstance(generator, list):
         if len(generator) != shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        rows = [fn(shape[1:], generator=g, device=g.device) for g in generator]
+        rows = [torch.randn(shape[1:], generator=g, device=g.device) for g in generator]
         return torch.stack(rows).to(device)
     gen_device = generator.device if generator is not None else device
-    return fn(shape, generator=generator, device=gen_device).to(device)
+    return torch.randn(shape, generator=generator, device=gen_device).to(device)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -74,12 +65,11 @@ def make_draft(images: torch.Tensor, strength: torch.Tensor, generator: Generato
     return degrade(images, strength, noise)
 
 
-def sample_strengths(batch: int, generator: Generators = None, pure_noise: float = 0.3,
+def sample_strengths(batch: int, generator: torch.Generator | None = None, pure_noise: float = 0.3,
                      skew: float = 2.0) -> torch.Tensor:
     """Draft strengths for training: `pure_noise` of them exactly 1 (text alone); the rest in (0, 1),
-    skewed towards strong noise (1 - (1 - u)**skew, mean skew / (skew + 1)), where drawing is hardest.
-    With a list of generators, picture i's strength comes from generator i alone."""
-    u = rand((batch,), generator)
+    skewed towards strong noise (1 - (1 - u)**skew, mean skew / (skew + 1)), where drawing is hardest."""
+    u = torch.rand(batch, generator=generator)
     t = 1 - (1 - u) ** skew
-    pure = rand((batch,), generator) < pure_noise
+    pure = torch.rand(batch, generator=generator) < pure_noise
     return torch.where(pure, torch.ones_like(t), t)
