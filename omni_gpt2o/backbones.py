@@ -145,9 +145,18 @@ class FrozenViT(nn.Module):
         save_for_hf(self.model, str(ckpt_dir / "image_encoder"), model_args=model_args, safe_serialization=True)
 
 
+def _require_safetensors(folder: Path) -> None:
+    """A checkpoint's backbone is read from safetensors only: without that file the libraries would fall back
+    to `pytorch_model.bin`, a pickle, which is never opened here."""
+    if not (folder / "model.safetensors").is_file():
+        raise OmniError(f"{folder / 'model.safetensors'} is missing: the checkpoint is incomplete (backbones are "
+                        "read from safetensors only, never from pickle files)")
+
+
 def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenGPT2:
     """GPT-2 from the checkpoint's `text_encoder/` if saved there, else built or loaded by hub id/path."""
     if ckpt_dir is not None and (ckpt_dir / "text_encoder").is_dir():
+        _require_safetensors(ckpt_dir / "text_encoder")
         model = GPT2Model.from_pretrained(ckpt_dir / "text_encoder", use_safetensors=True)
         tokenizer = GPT2TokenizerFast.from_pretrained(ckpt_dir / "tokenizer")
     elif config.text_model_config is not None:
@@ -168,6 +177,7 @@ def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froz
     """The ViT from the checkpoint's `image_encoder/` if saved there, else built or loaded by timm name."""
     kwargs = dict(config.image_model_kwargs, num_classes=0)
     if ckpt_dir is not None and (ckpt_dir / "image_encoder").is_dir():
+        _require_safetensors(ckpt_dir / "image_encoder")
         model = timm.create_model(f"local-dir:{ckpt_dir / 'image_encoder'}", pretrained=True, num_classes=0)
     elif not config.image_model_pretrained:
         with _seeded(config.backbone_seed + 1):

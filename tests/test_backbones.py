@@ -70,3 +70,31 @@ def test_real_presets_name_hub_models():
     assert not real.builds_backbones and get_preset("tiny").builds_backbones
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("nope")
+
+
+def test_a_planted_pickle_is_never_opened(micro_model, tmp_path):
+    import pickle
+
+    from omni_gpt2o.checkpoint import load_checkpoint, save_checkpoint
+    from omni_gpt2o.fileio import OmniError
+
+    marker = tmp_path / "pwned"
+
+    class Payload:  # unpickling it would create the marker file
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    ckpt = save_checkpoint(micro_model, tmp_path / "ckpt")
+    for sub in ("image_encoder", "text_encoder"):
+        folder = ckpt / sub
+        for name in ("pytorch_model.bin", "model.bin", "model.pt", "open_clip_pytorch_model.bin"):
+            (folder / name).write_bytes(pickle.dumps(Payload()))
+        (folder / "model.safetensors").unlink()
+        with pytest.raises(OmniError, match="read from safetensors only"):
+            load_checkpoint(ckpt)
+        save_checkpoint(micro_model, tmp_path / "fresh")
+        (folder / "model.safetensors").write_bytes((tmp_path / "fresh" / sub / "model.safetensors").read_bytes())
+    for name in ("pytorch_model.bin", "optimizer.pt", "training_state.pt"):
+        (ckpt / name).write_bytes(pickle.dumps(Payload()))
+    load_checkpoint(ckpt)  # loads from safetensors beside the planted files
+    assert not marker.exists()
