@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     hf_logging.disable_progress_bar()  # our own bars say what is going on
     try:
         run(args)
-    except (OmniError, ValueError, FileNotFoundError) as err:
+    except (OmniError, ValueError, OSError) as err:  # OSError: a path that cannot be written or read
         sys.stderr.write(f"omni-gpt2o {args.command}: error: {err}\n")
         return 1
     except KeyboardInterrupt:

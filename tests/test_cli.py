@@ -193,3 +193,22 @@ def test_damaged_or_mismatched_weights_are_one_line(ckpt, tmp_path, micro_preset
     weights.write_bytes((other / "model.safetensors").read_bytes())  # tensors of another --latent-dim
     assert main(argv) == 1
     assert "does not match its config.json" in _one_line_error(capsys)
+
+
+def test_an_out_dir_under_a_file_is_one_line(ckpt, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    assert main(["generate", "--checkpoint", str(ckpt), "--prompt", "a red circle", "--steps", "1",
+                 "--out-dir", str(tmp_path / "a_file" / "pictures")]) == 1
+    assert "Not a directory" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("index, problem", [
+    ({"images": 5, "annotations": []}, "must be lists of objects"),
+    ({"images": [{"id": 1, "file_name": "x.jpg"}], "annotations": [{"id": 1, "caption": "c"}]}, "lacks 'image_id'"),
+    ({"images": [{"id": 1}], "annotations": [{"id": 1, "image_id": 1, "caption": "c"}]}, "lacks 'file_name'"),
+])
+def test_malformed_coco_files_are_one_line(tmp_path, capsys, index, problem):
+    (tmp_path / "captions.json").write_text(json.dumps(index))
+    assert main(["prepare-coco", "--annotations", str(tmp_path / "captions.json"), "--images", str(tmp_path),
+                 "--out", str(tmp_path / "split")]) == 1
+    assert problem in _one_line_error(capsys)

@@ -66,8 +66,11 @@ def prepare_coco(annotations: str | Path, images: str | Path, out: str | Path,
                 index_annotations.append({"id": len(index_annotations) + 1, "image_id": img["id"], "caption": text})
             if max_images and len(index_images) >= max_images:
                 break
-    except (KeyError, TypeError) as err:
-        raise OmniError(f"{annotations} is not a COCO captions file (missing {err})") from err
+    except KeyError as err:
+        raise OmniError(f"{annotations} is not a COCO captions file (an entry lacks {err})") from err
+    except TypeError as err:
+        raise OmniError(f"{annotations} is not a COCO captions file (`images` and `annotations` must be lists of "
+                        f"objects: {err})") from err
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "captions.json") as tmp:
         tmp.write_text(json.dumps({"images": index_images, "annotations": index_annotations}), encoding="utf-8")
