@@ -11,17 +11,19 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import math
 import typing
 from collections.abc import Sequence
 from typing import Any
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, positive: bool = False, minimum: float | None = None,
-           choices: Sequence[str] | None = None, aliases: Sequence[str] = (), flag: bool = True) -> Any:
-    """A dataclass field that is also a flag. No default: a required flag. `positive`: > 0; `minimum`: >= it;
-    `flag=False`: set from Python only."""
-    meta = {"help": help, "positive": positive, "minimum": minimum, "choices": choices, "aliases": tuple(aliases),
-            "flag": flag}
+           maximum: float | None = None, choices: Sequence[str] | None = None, aliases: Sequence[str] = (),
+           flag: bool = True) -> Any:
+    """A dataclass field that is also a flag. No default: a required flag. `positive`: > 0; `minimum`/`maximum`:
+    >= / <= it (a float must also be finite); `flag=False`: set from Python only."""
+    meta = {"help": help, "positive": positive, "minimum": minimum, "maximum": maximum, "choices": choices,
+            "aliases": tuple(aliases), "flag": flag}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -39,7 +41,7 @@ def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
         if kind is bool:
             kwargs["action"] = "store_true"
         else:
-            kwargs["type"] = _checked(kind, meta["positive"], meta["minimum"])
+            kwargs["type"] = _checked(kind, meta["positive"], meta["minimum"], meta["maximum"])
             if meta["choices"]:
                 kwargs["choices"] = meta["choices"]
             if f.default is dataclasses.MISSING:
@@ -73,13 +75,17 @@ def _base_type(annotation: Any) -> type:
     return args[0] if args else annotation
 
 
-def _checked(kind: type, positive: bool, minimum: float | None):
+def _checked(kind: type, positive: bool, minimum: float | None, maximum: float | None):
     def parse(text: str):
         value = kind(text)
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
         if positive and not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
         if minimum is not None and value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {value}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error messages

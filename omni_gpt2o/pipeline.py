@@ -53,6 +53,8 @@ class OmniGPT2oPipeline:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str = "auto", precision: str = "auto",
                         draft_config: SDDraftConfig | None = None) -> OmniGPT2oPipeline:
+        if not isinstance(path, str | Path):
+            raise TypeError(f"path must be a checkpoint folder (str or Path), not {type(path).__name__}")
         dev = resolve_device(device)
         model, _ = load_checkpoint(path, dev)
         return cls(model, dev, precision, draft_config)
@@ -66,6 +68,8 @@ class OmniGPT2oPipeline:
         """Draw `prompt`(s). `draft`: None or "noise" (from text alone), "sd" (a Stable Diffusion draft of
         each prompt), or picture(s) to start from; `draft_strength` in (0, 1] says how far from it to start.
         `schedule_power` overrides how the scheduler's strengths fall (see `scheduler.sampling_schedule`)."""
+        if prompt is None or (not isinstance(prompt, str) and not isinstance(prompt, list | tuple)):
+            raise TypeError(f"prompt must be a string or a list of strings, not {type(prompt).__name__}")
         if not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale}")
         if not 0.0 <= eta <= 1.0:

@@ -77,13 +77,15 @@ class TrainConfig:
                                      "0: plain MSE only", minimum=0)
     align_weight: float = option(0.0, "weight of the loss that predicts the frozen ViT's view of the clean "
                                       "picture (0: off, no ViT pass)", minimum=0)
-    caption_dropout: float = option(0.1, "empty caption this often: the unconditional half of guidance", minimum=0)
-    pure_noise: float = option(0.2, "share of drafts that are pure noise (drawing from text alone)", minimum=0)
+    caption_dropout: float = option(0.1, "empty caption this often: the unconditional half of guidance", minimum=0,
+                                    maximum=1)
+    pure_noise: float = option(0.2, "share of drafts that are pure noise (drawing from text alone)", minimum=0,
+                               maximum=1)
     noise_skew: float = option(1.0, "1: the other draft strengths uniform in (0, 1); > 1 leans them to strong "
                                     "noise", positive=True)
     rollout: float = option(0.0, "share of steps trained on the sampler's own next draft (0: off; each costs "
-                                 "one more forward)", minimum=0)
-    ema_decay: float = option(0.999, minimum=0)
+                                 "one more forward)", minimum=0, maximum=1)
+    ema_decay: float = option(0.999, minimum=0, maximum=1)
     max_train_samples: int | None = option(None, positive=True)
     max_val_samples: int | None = option(256, positive=True)
     seed: int = option(0)
@@ -102,7 +104,8 @@ class TrainConfig:
     num_workers: int = option(0, "data loading processes (per training process)", minimum=0)
     draft: str = option("noise", "sd: mix in the split's stored Stable Diffusion drafts (made by prepare-drafts)",
                         choices=("noise", "sd"))
-    sd_draft_ratio: float = option(0.5, "with --draft sd: the share of pictures drafted by SD", minimum=0)
+    sd_draft_ratio: float = option(0.5, "with --draft sd: the share of pictures drafted by SD", minimum=0,
+                                   maximum=1)
     cache_dir: str | None = option(None, "cache folder for ViT features and preprocessed pictures (filled by "
                                          "precompute or during the first epoch)")
     sample_steps: int = option(8, "sampling steps of the sample grid", positive=True)

@@ -61,6 +61,8 @@ def test_train_flags_come_from_train_config():
     ["train", "--data", "d", "--out", "o", "--kl-weight", "-1"],
     ["train", "--data", "d", "--out", "o", "--precision", "fp8"],
     ["train", "--data", "d", "--out", "o", "--minutes", "-1"],
+    ["train", "--data", "d", "--out", "o", "--caption-dropout", "1.5"],
+    ["train", "--data", "d", "--out", "o", "--learning-rate", "inf"],
     ["demo", "--minutes", "-1"],
     ["generate", "--checkpoint", "c", "--out-dir", "o", "--prompt", "a", "--guidance", "nan"],
     ["evaluate", "--checkpoint", "c", "--data", "d", "--guidance", "inf"],

@@ -77,6 +77,10 @@ def test_the_sampler_visits_its_schedule(pipe, power):
 
 
 def test_bad_calls_raise(pipe):
+    with pytest.raises(TypeError, match="prompt must be"):
+        pipe(None)
+    with pytest.raises(TypeError, match="path must be"):
+        OmniGPT2oPipeline.from_pretrained(None)
     with pytest.raises(ValueError, match="guidance_scale"):
         pipe("a red circle", guidance_scale=float("nan"))
     with pytest.raises(ValueError, match="eta"):

@@ -361,3 +361,12 @@ def test_save_every_keeps_last_within_n_steps(tmp_path, shapes_splits, monkeypat
     out = tmp_path / "run"
     train(_cfg(shapes_splits, out, val_data=None, max_steps=5, save_every=2))
     assert saved == [2, 4, 5]  # every 2 steps, then the end
+
+
+def test_a_finished_run_continues_with_more_epochs(tmp_path, shapes_splits):
+    out = tmp_path / "run"
+    train(_cfg(shapes_splits, out, val_data=None, epochs=1))
+    last = out / "checkpoints" / "last"
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 12
+    train(_cfg(shapes_splits, out, val_data=None, epochs=2, checkpoint_path=str(last)))
+    assert json.loads((last / "trainer_state.json").read_text())["step"] == 24  # one more epoch, into the same run
