@@ -41,6 +41,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -86,7 +93,7 @@ def build_parser() -> Parser:
     flag(p, "--num-images", type=positive_int, required=True)
     flag(p, "--split", choices=["train", "val", "test"], default="train")
     flag(p, "--seed", type=int, default=0)
-    flag(p, "--size", type=int, default=64, help="picture side in pixels")
+    flag(p, "--size", type=positive_int, default=64, help="picture side in pixels")
 
     p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
@@ -102,7 +109,7 @@ def build_parser() -> Parser:
     model_source.add_argument("--preset", default="tiny")
     model_source.add_argument("--checkpoint", help="use this checkpoint's frozen backbones")
     flag(p, "--batch-size", type=positive_int, default=64)
-    flag(p, "--num-workers", type=int, default=0)
+    flag(p, "--num-workers", type=non_negative_int, default=0)
     flag(p, "--device", default="auto")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
 
@@ -154,7 +161,7 @@ def build_parser() -> Parser:
     flag(p, "--train-images", type=positive_int, default=20000)
     flag(p, "--val-images", type=positive_int, default=400)
     flag(p, "--seed", type=int, default=0)
-    flag(p, "--curve-points", type=int, default=3,
+    flag(p, "--curve-points", type=non_negative_int, default=3,
          help="snapshots along the run, each scored, for learning_curve.png (0: none)")
     flag(p, "--curve-prompts", type=positive_int, default=100,
          help="validation captions each snapshot is scored on (the final weights: all of them)")
