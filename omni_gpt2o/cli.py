@@ -8,14 +8,13 @@ with one clear line on stderr.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError
-from omni_gpt2o.options import add_flags, from_flags
+from omni_gpt2o.options import add_flags, checked, flag, from_flags
 from omni_gpt2o.train import TrainConfig
 
 
@@ -25,41 +24,10 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
-    """Add --kebab-case with its --snake_case twin (hidden from --help)."""
-    names = [name, *aliases]
-    snake = name.replace("-", "_")
-    if snake.startswith("__") and snake[2:] != name[2:] and f"--{snake[2:]}" not in names:
-        names.append(f"--{snake[2:]}")
-    parser.add_argument(*names, **kwargs)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
+positive_int = checked(int, positive=True)
+non_negative_int = checked(int, minimum=0)
+positive_float = checked(float, positive=True)
+finite_float = checked(float)
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:

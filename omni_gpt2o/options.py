@@ -35,19 +35,26 @@ def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
         if not meta.get("flag", False):
             continue
         kind = _base_type(hints[f.name])
-        name = "--" + f.name.replace("_", "-")
-        names = [name, *meta["aliases"]] + ([f"--{f.name}"] if "_" in f.name else [])
         kwargs: dict[str, Any] = {"dest": f.name, "help": _help(meta["help"], f.default)}
         if kind is bool:
             kwargs["action"] = "store_true"
         else:
-            kwargs["type"] = _checked(kind, meta["positive"], meta["minimum"], meta["maximum"])
+            kwargs["type"] = checked(kind, positive=meta["positive"], minimum=meta["minimum"], maximum=meta["maximum"])
             if meta["choices"]:
                 kwargs["choices"] = meta["choices"]
             if f.default is dataclasses.MISSING:
                 kwargs["required"] = True
         kwargs["default"] = None if f.default is dataclasses.MISSING else f.default
-        parser.add_argument(*names, **kwargs)
+        flag(parser, "--" + f.name.replace("_", "-"), *meta["aliases"], **kwargs)
+
+
+def flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
+    """Add --kebab-case with its --snake_case twin (the seed project's spelling)."""
+    names = [name, *aliases]
+    snake = name.replace("-", "_")
+    if snake.startswith("__") and snake[2:] != name[2:] and f"--{snake[2:]}" not in names:
+        names.append(f"--{snake[2:]}")
+    parser.add_argument(*names, **kwargs)
 
 
 def from_flags(config_class: type, args: argparse.Namespace) -> Any:
@@ -75,7 +82,9 @@ def _base_type(annotation: Any) -> type:
     return args[0] if args else annotation
 
 
-def _checked(kind: type, positive: bool, minimum: float | None, maximum: float | None):
+def checked(kind: type, *, positive: bool = False, minimum: float | None = None, maximum: float | None = None):
+    """An argparse `type` that parses `kind` and refuses values out of range (and non-finite floats)."""
+
     def parse(text: str):
         value = kind(text)
         if kind is float and not math.isfinite(value):
