@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,9 +95,6 @@ class RunLock:
         self.path = Path(folder) / ".lock"
 
     def acquire(self) -> RunLock:
-        import json
-        import socket
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -123,9 +122,6 @@ class RunLock:
 
     def _holder(self) -> str | None:
         """Who holds the lock ("pid N on HOST"), or None when the lock is stale."""
-        import json
-        import socket
-
         try:
             holder = json.loads(self.path.read_text())
             host, pid = holder["host"], int(holder["pid"])

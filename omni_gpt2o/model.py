@@ -26,7 +26,6 @@ from torch import nn
 from omni_gpt2o.backbones import FrozenGPT2, FrozenViT, load_image_encoder, load_text_encoder
 from omni_gpt2o.config import OmniConfig
 from omni_gpt2o.decoder import PixelDecoder
-from omni_gpt2o.drafts import randn
 
 
 class DraftProjection(nn.Module):
@@ -122,10 +121,9 @@ class OmniGPT2o(nn.Module):
         return ids.to(device), mask.to(device)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, draft: torch.Tensor,
-                strength: torch.Tensor, sample_latents: bool = False,
-                generator: torch.Generator | None = None, draft_tokens: torch.Tensor | None = None,
+                strength: torch.Tensor, sample_latents: bool = False, draft_tokens: torch.Tensor | None = None,
                 latent_noise: torch.Tensor | None = None) -> OmniOutput:
-        """`sample_latents`: sample the VAE latent (noise from `generator`, or `latent_noise` as given) instead of
+        """`sample_latents`: sample the VAE latent (with `latent_noise` as given, else fresh noise) instead of
         taking its mean. `draft_tokens`: the frozen ViT's view of `draft` when it is already at hand (guidance
         shares one ViT pass between its two halves)."""
         b, t = input_ids.shape
@@ -151,7 +149,7 @@ class OmniGPT2o(nn.Module):
         mean, logvar = self.latent_heads(patch_states)
         z = mean
         if sample_latents or latent_noise is not None:
-            eps = latent_noise if latent_noise is not None else randn(tuple(mean.shape), generator, device=mean.device)
+            eps = latent_noise if latent_noise is not None else torch.randn(mean.shape, device=mean.device)
             z = mean + eps.to(mean.dtype) * torch.exp(0.5 * logvar)
         gh, gw = self.image_encoder.grid_size
         z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)

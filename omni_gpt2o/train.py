@@ -9,8 +9,8 @@ to fix its early guesses. AdamW on the trained parameters only, warmup then cosi
 EMA of the weights (used for validation, samples and the saved model), `last` and `best` checkpoints.
 
 On many processes (`accelerate launch`: DDP on GPUs, gloo on CPUs) `batch_size` stays the global batch: each
-process trains its share of every batch, and each picture's random draws are seeded by (seed, step, the
-picture's index in the data set), so the number of processes does not change what is trained. Stop
+process trains its share of every batch, taking its pictures' rows of the step's random draws (made for the
+whole batch from one stream seeded by (seed, step)), so the number of processes does not change what is trained. Stop
 decisions (the clock, a signal, a batch of unreadable pictures) are agreed between processes; checkpoints,
 logs, samples and validation come from the main process, written by our own safetensors + JSON saver.
 """
@@ -461,7 +461,7 @@ def train(cfg: TrainConfig) -> Path:
             raise OmniError(f"stopped at step {state['step']}; resume with --checkpoint-path "
                             f"{record.dir / 'checkpoints' / 'last'}") from None
         except NonFiniteLoss:
-            raise  # the weights are spoilt: the last good checkpoint stays as it was
+            raise  # the failing steps were skipped; the last checkpoint stays as it was
         except Exception:
             with contextlib.suppress(Exception):  # keep what was learnt, then report the original error
                 record.checkpoint("last", with_state=True)
@@ -658,7 +658,8 @@ class RunRecord:
         return True
 
     def log(self, losses: dict[str, torch.Tensor], lr: float) -> None:
-        """Losses averaged over processes (every process takes part); a non-finite loss stops the run."""
+        """Losses averaged over processes (every process takes part); NONFINITE_STREAK skipped steps in a row
+        stop the run."""
         names = list(losses)
         values = torch.stack([losses[k].float() for k in names])
         if self.accelerator.num_processes > 1:
@@ -695,10 +696,9 @@ class RunRecord:
 
     def end_of_epoch(self, val_set: CaptionedImages | None, force_save: bool = False) -> None:
         """Validate the EMA weights, keep `best`, draw samples (main process); save `last`; others wait."""
-        if self.main:
+        if self.main and val_set is not None:
             with self.learner.ema.applied():
-                if val_set is not None:
-                    self._validate(val_set)
+                self._validate(val_set)
         if self.main and (force_save or self.state["epoch"] % self.cfg.save_interval == 0):
             self.checkpoint("last", with_state=True)
         self.accelerator.wait_for_everyone()
