@@ -127,8 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget-tflop", type=float, help="train for this much compute, then judge")
     parser.add_argument("--breakdown", action="store_true", help="print where one step's FLOPs go")
-    parser.add_argument("--set", nargs="*", default=[], help="TrainConfig fields, e.g. rollout=0 learning_rate=2e-3")
-    parser.add_argument("--model", nargs="*", default=[], help="OmniConfig fields, e.g. decoder_patch=4")
+    parser.add_argument("--set", nargs="*", action="extend", default=[],
+                        help="TrainConfig fields, e.g. rollout=0 learning_rate=2e-3 (may be repeated)")
+    parser.add_argument("--model", nargs="*", action="extend", default=[],
+                        help="OmniConfig fields, e.g. decoder_patch=4 (may be repeated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
     parser.add_argument("--prompts", type=int, default=400)

@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--learning-check", type=int, default=0, metavar="SAMPLES",
                         help="also train this many Shapes samples and judge them (0: skip)")
     parser.add_argument("--check-batch", type=int, default=64)
-    parser.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
+    parser.add_argument("--model", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                         help="OmniConfig fields over the preset, e.g. decoder_patch=4 (a lever to compare)")
     parser.add_argument("--count-only", action="store_true", help="FLOPs and saved activations only (any device)")
     args = parser.parse_args()

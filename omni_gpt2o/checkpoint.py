@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from omni_gpt2o import __version__
 from omni_gpt2o.config import OmniConfig
-from omni_gpt2o.fileio import OmniError, atomic_dir
+from omni_gpt2o.fileio import OmniError, atomic_dir, json_text
 from omni_gpt2o.model import OmniGPT2o, build_model
 
 CONFIG = "config.json"
@@ -38,7 +38,7 @@ def save_checkpoint(model: OmniGPT2o, path: str | Path, weights: dict[str, torch
     weights = model.trainable_state_dict() if weights is None else weights
     with atomic_dir(path) as tmp:
         config = {"omni_gpt2o_version": __version__, "model": model.config.to_dict(), **(metadata or {})}
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+        (tmp / CONFIG).write_text(json_text(config, indent=2, sort_keys=True))
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
         if model.config.builds_backbones:
             model.text_encoder.save(tmp)
@@ -46,7 +46,7 @@ def save_checkpoint(model: OmniGPT2o, path: str | Path, weights: dict[str, torch
         if training_state is not None:
             tensors, state = training_state
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp / TRAINING_STATE))
-            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2, sort_keys=True))
+            (tmp / TRAINER_STATE).write_text(json_text(state, indent=2, sort_keys=True))
     return path
 
 

@@ -1,8 +1,8 @@
 """`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, precompute, prepare-drafts, train, generate, evaluate,
-demo.
+demo, serve.
 
-Flags are --kebab-case; the seed project's --snake_case spellings work too. Bad input exits non-zero
-with one clear line on stderr.
+Flags are --kebab-case; the --snake_case spellings of the original prototype (github.com/rapotekhin/omni-gpt2o)
+work too. Bad input exits non-zero with one clear line on stderr.
 """
 
 from __future__ import annotations
@@ -18,12 +18,30 @@ from omni_gpt2o.options import add_flags, checked, flag, from_flags
 from omni_gpt2o.train import TrainConfig
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends with the flag's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS or action.required \
+                or "default" in text:
+            return text
+        return f"{text} (default: {default})" if text else f"default: {default}"
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, no usage block
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         raise SystemExit(2)
 
 
+DEVICE_HELP = "auto (a CUDA GPU, else Apple's MPS, else the CPU) | cpu | cuda | mps"
+PRECISION_HELP = "auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32"
 positive_int = checked(int, positive=True)
 non_negative_int = checked(int, minimum=0)
 positive_float = checked(float, positive=True)
@@ -31,7 +49,7 @@ finite_float = checked(float)
 
 
 def add_sampler_flags(p: argparse.ArgumentParser) -> None:
-    flag(p, "--steps", type=positive_int, default=8)
+    flag(p, "--steps", type=positive_int, default=8, help="sampling steps per picture")
     flag(p, "--guidance", type=finite_float, default=DEFAULT_GUIDANCE, help="classifier-free guidance scale (1 = off)")
     flag(p, "--schedule-power", type=positive_float, default=SCHEDULE_POWER,
          help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
@@ -39,10 +57,11 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
 
 def add_sd_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--draft-model", default="stabilityai/sd-turbo", help="diffusers model id or folder for SD drafts")
-    flag(p, "--draft-steps", type=positive_int, default=1)
-    flag(p, "--draft-guidance", type=float, default=0.0)
+    flag(p, "--draft-steps", type=positive_int, default=1, help="Stable Diffusion's own sampling steps")
+    flag(p, "--draft-guidance", type=finite_float, default=0.0, help="Stable Diffusion's guidance (0 for sd-turbo)")
     flag(p, "--draft-resolution", type=positive_int, default=512, help="SD's picture size before resizing")
-    flag(p, "--draft-dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto")
+    flag(p, "--draft-dtype", choices=["auto", "fp16", "bf16", "fp32"], default="auto",
+         help="Stable Diffusion's weights' dtype (auto: fp16 on GPUs, fp32 on CPUs)")
 
 
 def sd_config(args: argparse.Namespace):
@@ -58,55 +77,56 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("make-shapes", help="write a Shapes split (no download needed)")
     flag(p, "--out", required=True, help="output folder")
-    flag(p, "--num-images", type=positive_int, required=True)
-    flag(p, "--split", choices=["train", "val", "test"], default="train")
-    flag(p, "--seed", type=int, default=0)
+    flag(p, "--num-images", type=positive_int, required=True, help="pictures to draw (one caption each)")
+    flag(p, "--split", choices=["train", "val", "test"], default="train",
+         help="which part of the grammar: val and test hold colour-shape pairs that train never shows")
+    flag(p, "--seed", type=int, default=0, help="seed of the scenes drawn: a split repeats")
     flag(p, "--size", type=positive_int, default=64, help="picture side in pixels")
 
     p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
     flag(p, "--images", required=True, help="the folder holding the pictures (referenced in place)")
     flag(p, "--out", required=True, help="split folder to write (captions.json)")
-    flag(p, "--max-images", type=positive_int)
+    flag(p, "--max-images", type=positive_int, help="index only the first this many pictures")
     flag(p, "--write-descriptions", help="also write the split as a seed-style descriptions.txt here")
 
     p = sub.add_parser("precompute", help="fill a split's caches: preprocessed pictures and frozen ViT features")
     flag(p, "--data", required=True, help="split folder")
-    flag(p, "--cache-dir", required=True)
+    flag(p, "--cache-dir", required=True, help="cache folder (give train the same --cache-dir)")
     model_source = p.add_mutually_exclusive_group()
-    model_source.add_argument("--preset", default="tiny")
+    model_source.add_argument("--preset", default="tiny", help="the model preset whose ViT encodes the pictures")
     model_source.add_argument("--checkpoint", help="use this checkpoint's frozen backbones")
-    flag(p, "--batch-size", type=positive_int, default=64)
-    flag(p, "--num-workers", type=non_negative_int, default=0)
-    flag(p, "--device", default="auto")
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    flag(p, "--batch-size", type=positive_int, default=64, help="pictures encoded at once")
+    flag(p, "--num-workers", type=non_negative_int, default=0, help="picture decoding processes (0: in this one)")
+    flag(p, "--device", default="auto", help=DEVICE_HELP)
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
 
     p = sub.add_parser("prepare-drafts", help="draw a Stable Diffusion draft of every caption of a split, once")
     flag(p, "--data", required=True, help="split folder; drafts are stored in DIR/drafts/")
     flag(p, "--preset", default="tiny", help="the model preset the drafts are for (sets their picture size)")
-    flag(p, "--seed", type=int, default=0)
-    flag(p, "--batch-size", type=positive_int, default=8)
-    flag(p, "--device", default="auto")
+    flag(p, "--seed", type=int, default=0, help="seed of the drafts: caption i gets seed + i")
+    flag(p, "--batch-size", type=positive_int, default=8, help="captions drawn at once")
+    flag(p, "--device", default="auto", help=DEVICE_HELP)
     add_sd_flags(p)
 
     p = sub.add_parser("train", help="train the glue on a split folder (many processes: accelerate launch)")
     add_flags(p, TrainConfig)  # every flag, its default, help and range come from TrainConfig
 
     p = sub.add_parser("generate", help="draw pictures from prompts")
-    flag(p, "--checkpoint", required=True)
+    flag(p, "--checkpoint", required=True, help="checkpoint folder (a run's checkpoints/best or last)")
     prompts = p.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", nargs="+", help="one or more prompts")
     prompts.add_argument("--prompts-file", "--prompts_file", help="one prompt per line, UTF-8")
-    flag(p, "--out-dir", required=True)
-    flag(p, "--seed", type=int, default=0)
+    flag(p, "--out-dir", required=True, help="folder for the pictures and manifest.jsonl")
+    flag(p, "--seed", type=int, default=0, help="prompt i is drawn with seed + i: the same pictures every time")
     add_sampler_flags(p)
-    flag(p, "--batch-size", type=positive_int, default=16)
+    flag(p, "--batch-size", type=positive_int, default=16, help="pictures drawn at once")
     flag(p, "--draft", default="noise", help="noise (text alone), sd (a Stable Diffusion draft), or a picture")
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
     flag(p, "--save-drafts", action="store_true", help="save each starting draft beside its picture")
     add_sd_flags(p)
-    flag(p, "--device", default="auto")
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    flag(p, "--device", default="auto", help=DEVICE_HELP)
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
 
     p = sub.add_parser("evaluate", help="score a model's pictures on Shapes captions, judged on pixels")
     source = p.add_mutually_exclusive_group(required=True)
@@ -117,18 +137,18 @@ def build_parser() -> Parser:
     flag(p, "--data", help="Shapes split whose captions are the prompts (with --checkpoint)")
     flag(p, "--max-prompts", type=positive_int, help="at most this many prompts (one per picture)")
     add_sampler_flags(p)
-    flag(p, "--seed", type=int, default=0)
-    flag(p, "--batch-size", type=positive_int, default=32)
+    flag(p, "--seed", type=int, default=0, help="prompt i is drawn with seed + i")
+    flag(p, "--batch-size", type=positive_int, default=32, help="pictures drawn at once")
     flag(p, "--out", help="write the scores and every judgement as JSON here")
-    flag(p, "--device", default="auto")
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    flag(p, "--device", default="auto", help=DEVICE_HELP)
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
 
     p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
-    flag(p, "--out", default="runs/demo")
+    flag(p, "--out", default="runs/demo", help="folder for the data, the run, samples.png and report.json")
     flag(p, "--minutes", type=positive_float, default=15.0, help="training time budget")
-    flag(p, "--train-images", type=positive_int, default=20000)
-    flag(p, "--val-images", type=positive_int, default=400)
-    flag(p, "--seed", type=int, default=0)
+    flag(p, "--train-images", type=positive_int, default=20000, help="Shapes pictures to train on")
+    flag(p, "--val-images", type=positive_int, default=400, help="validation captions, all scored at the end")
+    flag(p, "--seed", type=int, default=0, help="seed of the data and the run")
     flag(p, "--curve-points", type=non_negative_int, default=3,
          help="snapshots along the run, each scored, for learning_curve.png (0: none)")
     flag(p, "--curve-prompts", type=positive_int, default=100,
@@ -136,6 +156,19 @@ def build_parser() -> Parser:
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto",
          help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32")
     flag(p, "--device", default="auto", help="auto: a CUDA GPU when there is one (batch 128), else the CPU (batch 16)")
+
+    p = sub.add_parser("serve", help="a local web page (and a JSON endpoint) to try a checkpoint")
+    flag(p, "--checkpoint", required=True, help="checkpoint folder, loaded once")
+    flag(p, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network, anyone who can "
+                                                "reach this machine)")
+    flag(p, "--port", type=checked(int, minimum=1, maximum=65535), default=7860, help="port to listen on")
+    flag(p, "--queue", type=non_negative_int, default=4,
+         help="requests that may wait behind the one being drawn; more are answered busy")
+    flag(p, "--max-steps", type=positive_int, default=50, help="the most sampling steps a request may ask for")
+    add_sd_flags(p)
+    flag(p, "--device", default="auto", help="auto | cpu | cuda | mps")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto",
+         help="auto: bf16 where the hardware has it, else fp32")
     return parser
 
 
@@ -272,6 +305,13 @@ def run(args: argparse.Namespace) -> None:
         run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
                  seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
                  precision=args.precision, device=args.device)
+
+    elif args.command == "serve":
+        from omni_gpt2o.serve import ServeLimits, serve
+
+        _check_dir(args.checkpoint, "--checkpoint")
+        serve(args.checkpoint, host=args.host, port=args.port, device=args.device, precision=args.precision,
+              limits=ServeLimits(queue=args.queue, max_steps=args.max_steps), draft_config=sd_config(args))
 
 
 def _check_dir(path: str, name: str) -> None:

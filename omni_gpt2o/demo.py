@@ -23,7 +23,7 @@ from omni_gpt2o.compute import describe_machine, machine_info, run_flops, traini
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
-from omni_gpt2o.fileio import atomic_path
+from omni_gpt2o.fileio import atomic_path, json_text
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
 from omni_gpt2o.utils import autocast_dtype, image_grid, resolve_device
@@ -140,7 +140,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         "wall_minutes": round((time.time() - started) / 60, 2),
     }
     with atomic_path(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+        tmp.write_text(json_text(report, indent=2))
     print(f"{run_state['step']:,} steps ({report['run']['steps_per_second']} steps/s, {report['run']['tflop']} TFLOP) "
           f"in {precision_used} on {where}")
     print(f"demo done in {report['wall_minutes']} min: {ckpt}, {out / 'samples.png'}, {out / 'report.json'}")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from omni_gpt2o.checkpoint import read_config
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.dataset import read_split
-from omni_gpt2o.fileio import OmniError, atomic_path
+from omni_gpt2o.fileio import OmniError, atomic_path, json_text
 from omni_gpt2o.judge import judge, summarise
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
@@ -122,4 +122,4 @@ def format_scores(scores: dict) -> str:
 
 def write_report(result: dict, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+        tmp.write_text(json_text(result, indent=2))

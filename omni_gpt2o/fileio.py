@@ -5,16 +5,34 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import math
 import os
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 class OmniError(Exception):
     """A user-facing error: the CLI prints its message as one line and exits non-zero."""
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """JSON text with every non-finite float written as null: NaN and Infinity are not JSON, and a reader
+    chokes on them (a loss that went NaN is logged as null)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 @contextlib.contextmanager
@@ -36,12 +54,17 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; on success it takes `path`'s place.
 
-    The files are flushed to disk first, then the two folders are swapped in one step (Linux's renameat2), so
-    a complete `path` exists at every instant, even under SIGKILL or a power cut; elsewhere two renames
-    leave a short moment without it. Temporary folders a killed writer left behind are removed.
+    The files are flushed to disk first, then the two folders are swapped in one step (Linux's renameat2,
+    macOS's renamex_np), so a complete `path` exists at every instant, even under SIGKILL or a power cut; on
+    Windows two renames leave a short moment without it: the previous folder waits as `.NAME.old` until the
+    new one is in place, and a writer killed in between has it put back by the next write. Temporary folders
+    a killed writer left behind are removed.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.with_name(f".{path.name}.old")
+    if old.is_dir() and not path.exists():  # a writer killed between its two renames: the old one is whole
+        os.replace(old, path)
     for stray in path.parent.glob(f".{path.name}.*"):
         shutil.rmtree(stray, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
@@ -49,7 +72,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         yield tmp
         _fsync_tree(tmp)
         if not (path.exists() and _exchange(tmp, path)):
-            old = path.with_name(f".{path.name}.old")
             if path.exists():
                 os.replace(path, old)
             os.replace(tmp, path)
@@ -61,13 +83,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where the system cannot."""
+    """Swap two paths atomically: Linux's renameat2(RENAME_EXCHANGE), macOS's renamex_np(RENAME_SWAP); False
+    where the system has neither (Windows), and the caller falls back to two renames."""
     try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):
         return False
-    at_fdcwd, rename_exchange = -100, 2
-    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    if hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+        return libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+    if hasattr(libc, "renamex_np"):
+        rename_swap = 2
+        return libc.renamex_np(os.fsencode(a), os.fsencode(b), rename_swap) == 0
+    return False
 
 
 def _fsync(path: Path) -> None:

@@ -28,14 +28,14 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, positive: bool
 
 
 def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
-    """A --kebab-case flag (and its --snake_case twin, the seed project's spelling) per flag field of the class."""
+    """A --kebab-case flag (and its --snake_case twin, the original prototype's spelling) per flag field."""
     hints = typing.get_type_hints(config_class)
     for f in dataclasses.fields(config_class):
         meta = f.metadata
         if not meta.get("flag", False):
             continue
         kind = _base_type(hints[f.name])
-        kwargs: dict[str, Any] = {"dest": f.name, "help": _help(meta["help"], f.default)}
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
         if kind is bool:
             kwargs["action"] = "store_true"
         else:
@@ -49,7 +49,7 @@ def add_flags(parser: argparse.ArgumentParser, config_class: type) -> None:
 
 
 def flag(parser: argparse.ArgumentParser, name: str, *aliases: str, **kwargs) -> None:
-    """Add --kebab-case with its --snake_case twin (the seed project's spelling)."""
+    """Add --kebab-case with its --snake_case twin (the original prototype's spelling)."""
     names = [name, *aliases]
     snake = name.replace("-", "_")
     if snake.startswith("__") and snake[2:] != name[2:] and f"--{snake[2:]}" not in names:
@@ -100,8 +100,3 @@ def checked(kind: type, *, positive: bool = False, minimum: float | None = None,
     parse.__name__ = kind.__name__  # argparse names the type in its error messages
     return parse
 
-
-def _help(text: str, default: Any) -> str:
-    if default is dataclasses.MISSING or default is None or default is False:
-        return text
-    return f"{text} (default: {default})" if text else f"default: {default}"

@@ -6,7 +6,7 @@ far too slow inside a training loop, `prepare-drafts` draws the drafts of every 
 and stores them beside the data; training then mixes them with procedural drafts (`--draft sd`).
 
 Any diffusers text-to-image model id or local folder works (`AutoPipelineForText2Image`): the default is
-`stabilityai/sd-turbo` (1 step, no guidance), and SD 1.5 with 3-10 steps as the seed project used.
+`stabilityai/sd-turbo` (1 step, no guidance), and SD 1.5 with 3-10 steps as the original prototype used.
 """
 
 from __future__ import annotations

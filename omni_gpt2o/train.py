@@ -18,7 +18,6 @@ logs, samples and validation come from the main process, written by our own safe
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import shutil
 import signal
@@ -45,7 +44,7 @@ from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import Batch, CaptionedImages, collate, to_unit_range
 from omni_gpt2o.drafts import make_draft, randn, sample_strengths
-from omni_gpt2o.fileio import OmniError, RunLock
+from omni_gpt2o.fileio import OmniError, RunLock, json_text
 from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
 from omni_gpt2o.options import option
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
@@ -62,17 +61,23 @@ class TrainConfig:
     preset: str = option("tiny", "model preset: tiny (offline), gpt2-vit-b, gpt2-medium-vit-l")
     latent_dim: int | None = option(None, "VAE latent channels (default: the preset's)", positive=True)
     model_overrides: dict[str, Any] | None = option(None, flag=False)  # other OmniConfig fields, e.g. decoder_blocks
-    epochs: int = option(10, positive=True)
-    minutes: float | None = option(None, "train for this many minutes instead of --epochs", positive=True)
-    max_steps: int | None = option(None, positive=True)
+    epochs: int | None = option(None, "passes over the training split (10 when neither --minutes nor --max-steps is "
+                                      "given; one of the three sets the run's length)", positive=True)
+    minutes: float | None = option(None, "train for this many minutes of the clock (validation and saving not "
+                                         "counted)", positive=True)
+    max_steps: int | None = option(None, "train for this many optimisation steps", positive=True)
     batch_size: int = option(32, "the global batch: split across processes and --grad-accum passes", positive=True)
     grad_accum: int = option(1, "gradient accumulation: each process's share of a batch runs in this many passes",
                              positive=True)
-    learning_rate: float = option(1e-3, positive=True, aliases=("--lr",))
-    weight_decay: float = option(0.01, minimum=0)
-    warmup_epochs: float = option(0.2, minimum=0)
+    learning_rate: float = option(1e-3, "AdamW's peak learning rate (after warmup; cosine decay to a tenth)",
+                                  positive=True, aliases=("--lr",))
+    weight_decay: float = option(0.01, "AdamW's decoupled weight decay", minimum=0)
+    warmup_epochs: float = option(0.2, "epochs of linear learning-rate warmup", minimum=0)
     gradient_clip: float = option(1.0, "0 turns clipping off", minimum=0)
-    kl_weight: float = option(1e-3, minimum=0)
+    kl_weight: float = option(1e-3, "weight of the latent's KL term (at the run's end, with --kl-weight-start)",
+                              minimum=0)
+    kl_weight_start: float | None = option(None, "KL weight at the start: it moves geometrically to --kl-weight "
+                                                 "over the run's steps or minutes (default: constant)", minimum=0)
     edge_weight: float = option(1.0, "weight of the loss on the picture's pixel differences (its outlines); "
                                      "0: plain MSE only", minimum=0)
     align_weight: float = option(0.0, "weight of the loss that predicts the frozen ViT's view of the clean "
@@ -85,14 +90,19 @@ class TrainConfig:
                                     "noise", positive=True)
     rollout: float = option(0.0, "share of steps trained on the sampler's own next draft (0: off; each costs "
                                  "one more forward)", minimum=0, maximum=1)
-    ema_decay: float = option(0.999, minimum=0, maximum=1)
-    max_train_samples: int | None = option(None, positive=True)
-    max_val_samples: int | None = option(256, positive=True)
-    seed: int = option(0)
+    ema_decay: float = option(0.999, "decay of the weights' moving average (what is validated and saved)",
+                              minimum=0, maximum=1)
+    max_train_samples: int | None = option(None, "train on the first this many pictures of the split only",
+                                           positive=True)
+    max_val_samples: int | None = option(256, "validate on the first this many pictures of --val-data",
+                                         positive=True)
+    seed: int = option(0, "seed of every random draw (pictures' order, captions, noise): a run repeats")
     debug: bool = option(False, "a few samples, one epoch, log every step")
     save_interval: int = option(1, "epochs between `last` checkpoints", positive=True)
     save_every: int | None = option(None, "also save `last` every this many steps (a killed run loses at most "
                                           "these)", positive=True)
+    save_every_minutes: float | None = option(None, "also save `last` every this many training minutes",
+                                              positive=True)
     snapshot_minutes: float | None = option(None, "also keep the weights every this many training minutes "
                                                   "(checkpoints/snapshots/, for a learning curve)", positive=True)
     checkpoint_path: str | None = option(None, "resume from a `last` checkpoint (any number of processes)")
@@ -353,6 +363,17 @@ def alignment_targets(model: OmniGPT2o, clean: torch.Tensor, cfg: TrainConfig,
 
 # --- the run -------------------------------------------------------------------------------------------------
 
+def kl_weight(cfg: TrainConfig, progress: float) -> float:
+    """The KL weight at this point of the run: constant, or geometric from `kl_weight_start` to `kl_weight`
+    (a loose latent early, when the decoder learns to draw; a tidier one late, for drawing from noise)."""
+    start, end = cfg.kl_weight_start, cfg.kl_weight
+    if start is None or start == end:
+        return end
+    if start == 0 or end == 0:
+        return start + (end - start) * min(1.0, progress)
+    return start * (end / start) ** min(1.0, progress)
+
+
 def learning_rate(cfg: TrainConfig, step: int, warmup_steps: int, progress: float) -> float:
     """Linear warmup, then cosine decay to 10% over the run's progress (steps or minutes)."""
     warm = min(1.0, (step + 1) / max(1, warmup_steps))
@@ -363,6 +384,7 @@ class NonFiniteLoss(OmniError):
     """Gradients were not finite several steps in a row: the run stops, the last checkpoint stays as it was."""
 
 
+DEFAULT_EPOCHS = 10  # a run's length when no --epochs, --minutes or --max-steps is given
 NONFINITE_STREAK = 3  # steps in a row with non-finite gradients (each skipped) that stop a run
 
 
@@ -384,7 +406,8 @@ class Plan:
                             f"--grad-accum {cfg.grad_accum} pictures for each")
         steps_per_epoch = pictures // batch
         return cls(batch, batch // processes, steps_per_epoch, max(1, round(cfg.warmup_epochs * steps_per_epoch)),
-                   cfg.max_steps or cfg.epochs * steps_per_epoch, cfg.minutes * 60 if cfg.minutes else None)
+                   cfg.max_steps or (cfg.epochs or DEFAULT_EPOCHS) * steps_per_epoch,
+                   cfg.minutes * 60 if cfg.minutes else None)
 
     def progress(self, state: dict) -> float:
         return state["elapsed"] / self.budget if self.budget else state["step"] / max(1, self.total_steps)
@@ -502,7 +525,9 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
             for group in learner.optimizer.param_groups:
                 group["lr"] = lr
             step_batch = data.step_batch(batch, learner, share, mine.start, plan.batch_size)
-            losses, rollout = train_step(learner, step_batch, cfg, state["step"])
+            step_cfg = cfg if cfg.kl_weight_start is None else replace(cfg, kl_weight=kl_weight(cfg, plan.progress(
+                state)))
+            losses, rollout = train_step(learner, step_batch, step_cfg, state["step"])
             state["step"] += 1
             trained += 1
             state["rollout_steps"] += int(rollout)
@@ -510,7 +535,7 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
             if state["step"] % cfg.log_every == 0 or state["step"] == 1:
                 record.log(losses, lr)
         state["batch_in_epoch"] += 1
-        if not empty and cfg.save_every and state["step"] % cfg.save_every == 0:
+        if not empty and record.save_due():
             record.checkpoint("last", with_state=True)
             tick = time.perf_counter()  # writing files is not training time
     elapsed, = agree(accelerator, state["elapsed"] + time.perf_counter() - tick)
@@ -531,11 +556,21 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
     return False
 
 
+def run_length_flags(cfg: TrainConfig) -> list[str]:
+    """The flags that set the run's length; more than one is refused (none: DEFAULT_EPOCHS)."""
+    given = [f"--{name.replace('_', '-')}" for name in ("epochs", "minutes", "max_steps")
+             if getattr(cfg, name) is not None]
+    if len(given) > 1:
+        raise OmniError(f"{' and '.join(given)} each set the run's length: give one of them")
+    return given
+
+
 def with_debug_settings(cfg: TrainConfig) -> TrainConfig:
+    length = run_length_flags(cfg)
     if not cfg.debug:
         return cfg
     return replace(cfg, max_train_samples=cfg.max_train_samples or 64, max_val_samples=cfg.max_val_samples or 16,
-                   epochs=min(cfg.epochs, 1), log_every=1)
+                   epochs=cfg.epochs if length else 1, log_every=1)
 
 
 def build_or_resume(cfg: TrainConfig, device: torch.device) -> tuple[OmniGPT2o, tuple | None]:
@@ -623,7 +658,7 @@ class RunRecord:
             self.writer = _tensorboard(self.dir)
             if cfg.use_clearml:
                 _clearml(self.dir, cfg)
-            (self.dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+            (self.dir / "train_config.json").write_text(json_text(asdict(cfg), indent=2))
         self.bar = progress_bar(plan, state, enabled=self.main and cfg.progress)
 
     def announce(self, model: OmniGPT2o, pictures: int, amp: torch.dtype | None, processes: int) -> None:
@@ -657,6 +692,17 @@ class RunRecord:
         self.checkpoint(snapshot_name(state["snapshots"] * minutes), with_state=False)
         return True
 
+    def save_due(self) -> bool:
+        """A `last` is due after a step: every `save_every` steps or `save_every_minutes` of training (the
+        agreed clock, so every process decides alike)."""
+        cfg, state = self.cfg, self.state
+        due = bool(cfg.save_every) and state["step"] % cfg.save_every == 0
+        if cfg.save_every_minutes and state["elapsed"] >= state.get("saved_at", 0.0) + 60 * cfg.save_every_minutes:
+            due = True
+        if due:
+            state["saved_at"] = state["elapsed"]
+        return due
+
     def log(self, losses: dict[str, torch.Tensor], lr: float) -> None:
         """Losses averaged over processes (every process takes part); NONFINITE_STREAK skipped steps in a row
         stop the run."""
@@ -685,13 +731,17 @@ class RunRecord:
         if not self.main:
             return
         learner, state = self.learner, self.state
+        weights = learner.ema.state_dict(learner.model)
+        if not all(torch.isfinite(t).all() for t in [*weights.values(), *learner.params]):  # a sync, once a save
+            raise NonFiniteLoss(f"the weights are no longer finite at step {state['step']} (a step too large for "
+                                "them); lower --learning-rate (the last checkpoint is kept as it was)")
         training_state = None
         if with_state:
             tensors, groups = learner.state()
             training_state = (tensors, state | {"param_groups": groups})
         meta = {"trained": {k: state.get(k, 0) for k in ("step", "rollout_steps", "epoch", "elapsed", "best_val")},
                 "train_config": asdict(self.cfg)}
-        save_checkpoint(learner.model, self.dir / "checkpoints" / name, weights=learner.ema.state_dict(learner.model),
+        save_checkpoint(learner.model, self.dir / "checkpoints" / name, weights=weights,
                         metadata=meta, training_state=training_state)
 
     def end_of_epoch(self, val_set: CaptionedImages | None, force_save: bool = False) -> None:
@@ -711,7 +761,7 @@ class RunRecord:
         state["history"].append({"step": step, "elapsed": round(state["elapsed"], 1),
                                  **{f"val_{k}": round(v, 5) for k, v in val.items()}})
         tqdm.write(f"epoch {state['epoch']}: val loss {val['loss']:.4f} (recon {val['recon']:.4f})")
-        if state["best_val"] is None or val["loss"] < state["best_val"]:
+        if math.isfinite(val["loss"]) and (state["best_val"] is None or val["loss"] < state["best_val"]):
             state["best_val"] = round(val["loss"], 6)
             self.checkpoint("best", with_state=False)
         prompts = [r.captions[0] for r in val_set.records[:8]]

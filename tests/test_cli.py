@@ -217,3 +217,31 @@ def test_malformed_coco_files_are_one_line(tmp_path, capsys, index, problem):
     assert main(["prepare-coco", "--annotations", str(tmp_path / "captions.json"), "--images", str(tmp_path),
                  "--out", str(tmp_path / "split")]) == 1
     assert problem in _one_line_error(capsys)
+
+
+def test_every_flag_has_a_sentence_and_shows_its_default():
+    import argparse
+
+    from omni_gpt2o.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"train", "generate", "evaluate", "demo", "serve"} <= set(subcommands)
+    for name, sub in subcommands.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and len(action.help.split()) >= 2, f"{name} {action.option_strings}: no help"
+            shown = action.default not in (None, False) and not action.required
+            assert not shown or f"default: {action.default}" in " ".join(text.split()).replace("- ", "-"), \
+                f"{name} {action.option_strings}: default {action.default} not shown"
+
+
+def test_epochs_minutes_and_max_steps_are_one_choice(tmp_path, capsys):
+    from omni_gpt2o.cli import main
+
+    (tmp_path / "data").mkdir()
+    code = main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "3",
+                 "--minutes", "1"])
+    assert code == 1 and "--epochs and --minutes each set the run's length" in capsys.readouterr().err

@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 
 from omni_gpt2o.cli import main
-from omni_gpt2o.data.cache import feature_cache, pixel_cache, precompute
+from omni_gpt2o.data.cache import ArrayCache, feature_cache, pixel_cache, precompute
 from omni_gpt2o.data.dataset import CaptionedImages, collate, to_rgb, to_unit_range
+from omni_gpt2o.fileio import OmniError
 
 
 @pytest.fixture
@@ -151,3 +152,32 @@ def test_worker_processes_deliver_the_same_batches(coco_split):
     assert [b.captions for b in plain] == [b.captions for b in workers]
     assert all(torch.equal(a.images, b.images) for a, b in zip(plain, workers))
     assert sum(len(b.errors) for b in workers) == 3
+
+
+class _Payload:
+    """Unpickling this writes a file: proof that something unpickled it."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_cache_file_of_python_objects_or_another_shape_is_refused_never_unpickled(tmp_path):
+    key = {"kind": "test"}
+    cache = ArrayCache(tmp_path, "pixels", key, rows=4, shape=(3, 2, 2), dtype="uint8")
+    rows = cache.dir / "rows.npy"
+    marker = tmp_path / "unpickled"
+    payload = np.empty(4, dtype=object)
+    payload[:] = [_Payload(str(marker))] * 4
+    np.save(rows, payload, allow_pickle=True)
+    with pytest.raises(OmniError, match="Python objects"):
+        ArrayCache(tmp_path, "pixels", key, rows=4, shape=(3, 2, 2), dtype="uint8")
+    assert not marker.exists()
+    np.save(rows, np.zeros((4, 3, 5, 5), dtype=np.uint8))
+    with pytest.raises(OmniError, match="not the expected"):
+        ArrayCache(tmp_path, "pixels", key, rows=4, shape=(3, 2, 2), dtype="uint8")
+    rows.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(OmniError, match="damaged"):
+        ArrayCache(tmp_path, "pixels", key, rows=4, shape=(3, 2, 2), dtype="uint8")

@@ -63,3 +63,24 @@ def test_readers_never_find_the_folder_missing_while_it_is_replaced(tmp_path):
     done.set()
     reader.join()
     assert misses == [] and (last / "config.json").read_text() == "199"
+
+
+def test_without_an_atomic_swap_a_writer_killed_between_renames_loses_nothing(tmp_path, monkeypatch):
+    """Where the system cannot swap folders (Windows), the old folder waits as `.NAME.old`; a writer killed
+    between the two renames leaves it there, and the next write puts it back before anything else."""
+    import pytest
+
+    from omni_gpt2o import fileio
+
+    monkeypatch.setattr(fileio, "_exchange", lambda a, b: False)
+    target = tmp_path / "last"
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("good")
+    with atomic_dir(target) as tmp:  # the two-rename path works
+        (tmp / "weights").write_text("better")
+    assert (target / "weights").read_text() == "better" and not (tmp_path / ".last.old").exists()
+    target.rename(tmp_path / ".last.old")  # as a kill between `last -> .last.old` and `tmp -> last` leaves it
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target):
+            raise RuntimeError("the next writer fails too")
+    assert (target / "weights").read_text() == "better"

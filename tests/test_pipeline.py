@@ -107,3 +107,77 @@ def test_guidance_runs_the_vit_once_per_step(pipe):
     pipe(["a red square", "a blue circle"], num_inference_steps=3, guidance_scale=1.5)
     hook.remove()
     assert calls == [2, 2, 2]  # the two prompts' drafts, once a step: both halves of guidance share them
+
+
+def test_without_a_generator_each_call_draws_a_fresh_seed_and_reports_it(pipe):
+    a = pipe("a red circle", num_inference_steps=2)
+    b = pipe("a red circle", num_inference_steps=2)
+    assert isinstance(a.seed, int) and a.seed != b.seed
+    again = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(a.seed))
+    assert again.seed is None and np.array_equal(_arr(again.images[0]), _arr(a.images[0]))
+
+
+def test_output_types_agree(pipe):
+    g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    pil = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=g()).images
+    arr = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=g(), output_type="np").images
+    pt = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=g(), output_type="pt").images
+    assert arr.shape == (2, 32, 32, 3) and arr.dtype == np.float32 and 0 <= arr.min() and arr.max() <= 1
+    assert pt.shape == (2, 3, 32, 32) and torch.allclose(pt.permute(0, 2, 3, 1), torch.from_numpy(arr))
+    assert np.abs(np.round(arr[0] * 255) - _arr(pil[0])).max() <= 1
+    with pytest.raises(ValueError, match="output_type"):
+        pipe("a red circle", output_type="latent")
+
+
+def test_num_images_per_prompt_gives_different_pictures_per_prompt(pipe):
+    out = pipe(["a red circle", "a blue square"], num_inference_steps=2, num_images_per_prompt=3,
+               generator=torch.Generator().manual_seed(0))
+    assert len(out.images) == 6
+    assert not np.array_equal(_arr(out.images[0]), _arr(out.images[1]))
+    with pytest.raises(ValueError, match="num_images_per_prompt"):
+        pipe("a red circle", num_images_per_prompt=0)
+
+
+def test_negative_prompt_replaces_the_empty_prompt_of_guidance(pipe, monkeypatch):
+    tokenized = []
+    tokenize = pipe.model.tokenize
+    monkeypatch.setattr(pipe.model, "tokenize", lambda texts: tokenized.append(list(texts)) or tokenize(texts))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    plain = pipe("a red circle", num_inference_steps=2, guidance_scale=3.0, generator=g()).images[0]
+    negative = pipe("a red circle", num_inference_steps=2, guidance_scale=3.0, generator=g(),
+                    negative_prompt="a blue square").images[0]
+    assert tokenized == [["a red circle"], [""], ["a red circle"], ["a blue square"]]
+    assert not np.array_equal(_arr(plain), _arr(negative))
+    with pytest.raises(TypeError, match="negative_prompt"):
+        pipe("a red circle", negative_prompt=5)
+
+
+def test_the_step_callback_sees_every_step_and_may_change_the_draft(pipe):
+    seen = []
+
+    def callback(p, step, strength, tensors):
+        seen.append((step, strength, tensors["prediction"].shape))
+        return {"draft": torch.zeros_like(tensors["draft"])} if step == 0 else None
+
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    changed = pipe("a red circle", num_inference_steps=3, generator=g(), callback_on_step_end=callback).images[0]
+    plain = pipe("a red circle", num_inference_steps=3, generator=g()).images[0]
+    assert [s for s, _, _ in seen] == [0, 1, 2] and seen[0][1] == 1.0 and seen[0][2] == (1, 3, 32, 32)
+    assert seen[1][1] < seen[0][1]
+    assert not np.array_equal(_arr(changed), _arr(plain))
+
+
+def test_save_pretrained_round_trips_and_to_casts(pipe, tmp_path):
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    a = pipe("a red circle", num_inference_steps=2, generator=g(), output_type="np").images
+    pipe.save_pretrained(tmp_path / "saved")
+    loaded = OmniGPT2oPipeline.from_pretrained(tmp_path / "saved", device="cpu", precision="fp32")
+    assert np.array_equal(loaded("a red circle", num_inference_steps=2, generator=g(), output_type="np").images, a)
+    half = loaded.to("cpu", torch.bfloat16)
+    assert half is loaded and half.dtype == torch.bfloat16
+    b = half("a red circle", num_inference_steps=2, generator=g(), output_type="np").images
+    assert np.abs(b - a).mean() < 0.05  # the same picture, computed in bf16
+    with pytest.raises(TypeError, match="path"):
+        pipe.save_pretrained(None)
+    with pytest.raises(TypeError, match="prompt"):
+        pipe(123)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from omni_gpt2o.checkpoint import save_checkpoint
@@ -81,3 +81,49 @@ def test_any_captions_file_is_indexed_or_refused_in_one_line(tmp_path_factory, c
                  "--out", str(folder / "split")])
     err = capsys.readouterr().err.strip()
     assert code in (0, 1) and "Traceback" not in err and "\n" not in err
+
+
+def _constants(text: str) -> list[str]:
+    """The non-JSON constants (NaN, Infinity) a JSON text holds."""
+    found: list[str] = []
+    json.loads(text, parse_constant=found.append)
+    return found
+
+
+_POSITIVE = st.floats(min_value=1e-300, max_value=1e300)
+_SHARE = st.floats(0, 1)
+TRAIN_RANGES = {"--learning-rate": _POSITIVE, "--kl-weight": st.floats(0, 1e300), "--ema-decay": _SHARE,
+                "--caption-dropout": _SHARE, "--pure-noise": _SHARE, "--gradient-clip": st.floats(0, 1e300),
+                "--noise-skew": _POSITIVE}
+# Numbers in range everywhere (extremes included), and now and then one flag given anything at all.
+TRAIN_NUMBERS = st.tuples(st.fixed_dictionaries(TRAIN_RANGES),
+                          st.none() | st.tuples(st.sampled_from(sorted(TRAIN_RANGES)), NUMBERS)).map(
+    lambda drawn: drawn[0] | dict([drawn[1]] if drawn[1] else []))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # shrinking a training run takes minutes
+@given(numbers=TRAIN_NUMBERS)
+@example(numbers={"--learning-rate": 16.0, "--caption-dropout": 1.0})  # NaN losses once reached the state file
+@example(numbers={"--learning-rate": 1e41})  # one step to infinite weights, once saved with exit 0
+def test_train_numbers_never_traceback_nor_write_nan(shapes_splits, tmp_path_factory, capsys, numbers):
+    from safetensors.torch import load_file
+
+    import tests.conftest  # noqa: F401  (registers the micro preset)
+
+    train_dir, _ = shapes_splits
+    out = tmp_path_factory.mktemp("run")
+    flags = [str(x) for pair in numbers.items() for x in pair]
+    try:
+        code = main(["train", "--preset", "micro", "--data", str(train_dir), "--out", str(out), "--overwrite",
+                     "--max-steps", "3", "--batch-size", "8", "--device", "cpu", "--precision", "fp32",
+                     "--log-every", "1", *flags])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and code in (0, 1, 2)
+    for path in out.rglob("*.json"):
+        assert not {"NaN", "Infinity", "-Infinity"} & set(_constants(path.read_text())), path
+    if code == 0:
+        for path in out.rglob("*.safetensors"):
+            assert all(torch.isfinite(t).all() for t in load_file(path).values()), path

@@ -86,7 +86,7 @@ def test_a_run_stopped_anywhere_in_a_step_resumes_bit_for_bit(tmp_path, shapes_s
     import os
     import signal
 
-    straight = train(_cfg(shapes_splits, tmp_path / "straight", max_steps=6, epochs=5))
+    straight = train(_cfg(shapes_splits, tmp_path / "straight", max_steps=6))
     calls = {"n": 0}
 
     def hit() -> None:
@@ -107,12 +107,12 @@ def test_a_run_stopped_anywhere_in_a_step_resumes_bit_for_bit(tmp_path, shapes_s
 
     monkeypatch.setattr(train_module, target, wrapped)
     with pytest.raises(OmniError, match="resume with --checkpoint-path"):
-        train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5))
+        train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6))
     monkeypatch.setattr(train_module, target, real)
     last = tmp_path / "killed" / "checkpoints" / "last"
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 4  # the step in flight was finished
 
-    resumed = train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5, checkpoint_path=str(last)))
+    resumed = train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, checkpoint_path=str(last)))
     a = load_file(str(straight / "model.safetensors"))
     b = load_file(str(resumed / "model.safetensors"))
     assert a.keys() == b.keys()
@@ -131,7 +131,7 @@ def test_a_second_ctrl_c_stops_at_once_and_still_saves_last(tmp_path, shapes_spl
 
     monkeypatch.setattr(train_module, "train_step", dying_step)
     with pytest.raises(OmniError, match="resume with --checkpoint-path"):
-        train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6, epochs=5))
+        train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6))
     last = tmp_path / "killed" / "checkpoints" / "last"
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 3
 
@@ -193,7 +193,7 @@ def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes
         return clock["now"]
 
     monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
-    train(_cfg(shapes_splits, tmp_path / "run", minutes=2.0, snapshot_minutes=0.5, epochs=100))
+    train(_cfg(shapes_splits, tmp_path / "run", minutes=2.0, snapshot_minutes=0.5))
     monkeypatch.undo()
     snapshots = tmp_path / "run" / "checkpoints" / "snapshots"
     assert sorted(p.name for p in snapshots.iterdir()) == ["min-000.5", "min-001.0", "min-001.5", "min-002.0"]
@@ -266,7 +266,7 @@ def test_a_snapshot_due_as_the_budget_ends_with_an_epoch_is_kept(tmp_path, shape
         return clock["now"]
 
     monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
-    train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_train_samples=16, minutes=0.1, epochs=100,
+    train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_train_samples=16, minutes=0.1,
                snapshot_minutes=0.1))
     monkeypatch.undo()
     assert [p.name for p in (tmp_path / "run" / "checkpoints" / "snapshots").iterdir()] == ["min-000.1"]
@@ -361,6 +361,24 @@ def test_save_every_keeps_last_within_n_steps(tmp_path, shapes_splits, monkeypat
     out = tmp_path / "run"
     train(_cfg(shapes_splits, out, val_data=None, max_steps=5, save_every=2))
     assert saved == [2, 4, 5]  # every 2 steps, then the end
+
+
+def test_save_every_minutes_keeps_last_within_the_training_minutes(tmp_path, shapes_splits, monkeypatch):
+    saved = []
+    real = train_module.save_checkpoint
+
+    def spy(model, path, *args, **kwargs):
+        if path.name == "last":
+            saved.append(kwargs["metadata"]["trained"]["elapsed"])
+        return real(model, path, *args, **kwargs)
+
+    clock = iter(range(0, 10**6, 7))  # every reading of the clock: 7 seconds later
+    monkeypatch.setattr(train_module, "save_checkpoint", spy)
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_steps=12, save_every_minutes=0.5))
+    assert len(saved) >= 3  # saves along the way, then the end
+    assert all(b - a >= 30 for a, b in zip(saved[:-2], saved[1:-1]))  # no closer than 30 training seconds
+    assert all(b - a < 30 + 2 * 7 * 3 for a, b in zip(saved[:-1], saved[1:]))  # nor much further apart
 
 
 def test_a_finished_run_continues_with_more_epochs(tmp_path, shapes_splits):

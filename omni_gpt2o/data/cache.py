@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.lib import format as npy
 from numpy.lib.format import open_memmap
+
+from omni_gpt2o.fileio import OmniError
 
 PREPROCESSING = "rgb-resize-shorter-bicubic-centre-crop-v1"
 
@@ -36,6 +39,22 @@ def _digest(text: str) -> str:
 
 def _split_fingerprint(records: list) -> str:
     return _digest("\n".join(str(r.path) for r in records))
+
+
+def _check_header(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Refuse a cache file that is not the plain array expected, before mapping it: Python objects (which
+    only unpickling could read, and never will be), another shape or dtype, a damaged header."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = npy.read_magic(f)
+            found_shape, _, found_dtype = (npy.read_array_header_1_0 if major == 1 else npy.read_array_header_2_0)(f)
+    except (OSError, ValueError) as err:
+        raise OmniError(f"cache file {path} is damaged ({err}); delete {path.parent} and it is rebuilt") from None
+    if found_dtype.hasobject:
+        raise OmniError(f"cache file {path} holds Python objects, which are never unpickled; delete {path.parent}")
+    if found_shape != shape or found_dtype != dtype:
+        raise OmniError(f"cache file {path} holds {found_dtype} {found_shape}, not the expected {dtype} {shape}; "
+                        f"delete {path.parent} and it is rebuilt")
 
 
 class ArrayCache:
@@ -49,7 +68,9 @@ class ArrayCache:
             (self.dir / "key.json").write_text(json.dumps(key, indent=2, sort_keys=True))
         if not ((self.dir / "rows.npy").is_file() and (self.dir / "done.npy").is_file()):
             open_memmap(self.dir / "rows.npy", mode="w+", dtype=np.dtype(dtype), shape=(rows, *shape)).flush()
-            np.save(self.dir / "done.npy", np.zeros(rows, dtype=np.uint8))
+            np.save(self.dir / "done.npy", np.zeros(rows, dtype=np.uint8), allow_pickle=False)
+        _check_header(self.dir / "rows.npy", (rows, *shape), np.dtype(dtype))
+        _check_header(self.dir / "done.npy", (rows,), np.dtype(np.uint8))
         self._open()
 
     def _open(self) -> None:

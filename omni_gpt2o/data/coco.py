@@ -3,7 +3,7 @@
     prepare-coco --annotations annotations/captions_train2017.json --images train2017/ --out data/coco-train
 
 writes `out/captions.json` whose `file_name`s point at the original pictures (no copy of 118k files).
-The seed project's `descriptions.txt` (`file_name|caption` per line) can be read and written too.
+The original prototype's `descriptions.txt` (`file_name|caption` per line) can be read and written too.
 """
 
 from __future__ import annotations
