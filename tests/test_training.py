@@ -348,34 +348,32 @@ def test_a_run_folder_is_not_overwritten_silently(tmp_path, shapes_splits):
     assert not (out / ".lock").exists()
 
 
-def test_save_every_keeps_last_within_n_steps(tmp_path, shapes_splits, monkeypatch):
+@pytest.fixture
+def last_saves(monkeypatch):
+    """The `trained` metadata of every `last` a run saves."""
     saved = []
     real = train_module.save_checkpoint
 
     def spy(model, path, *args, **kwargs):
         if path.name == "last":
-            saved.append(kwargs["metadata"]["trained"]["step"])
+            saved.append(kwargs["metadata"]["trained"])
         return real(model, path, *args, **kwargs)
 
     monkeypatch.setattr(train_module, "save_checkpoint", spy)
-    out = tmp_path / "run"
-    train(_cfg(shapes_splits, out, val_data=None, max_steps=5, save_every=2))
-    assert saved == [2, 4, 5]  # every 2 steps, then the end
+    return saved
 
 
-def test_save_every_minutes_keeps_last_within_the_training_minutes(tmp_path, shapes_splits, monkeypatch):
-    saved = []
-    real = train_module.save_checkpoint
+def test_save_every_keeps_last_within_n_steps(tmp_path, shapes_splits, last_saves):
+    train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_steps=5, save_every=2))
+    assert [s["step"] for s in last_saves] == [2, 4, 5]  # every 2 steps, then the end
 
-    def spy(model, path, *args, **kwargs):
-        if path.name == "last":
-            saved.append(kwargs["metadata"]["trained"]["elapsed"])
-        return real(model, path, *args, **kwargs)
 
+def test_save_every_minutes_keeps_last_within_the_training_minutes(tmp_path, shapes_splits, last_saves,
+                                                                   monkeypatch):
     clock = iter(range(0, 10**6, 7))  # every reading of the clock: 7 seconds later
-    monkeypatch.setattr(train_module, "save_checkpoint", spy)
     monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
     train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_steps=12, save_every_minutes=0.5))
+    saved = [s["elapsed"] for s in last_saves]
     assert len(saved) >= 3  # saves along the way, then the end
     assert all(b - a >= 30 for a, b in zip(saved[:-2], saved[1:-1]))  # no closer than 30 training seconds
     assert all(b - a < 30 + 2 * 7 * 3 for a, b in zip(saved[:-1], saved[1:]))  # nor much further apart
@@ -388,3 +386,23 @@ def test_a_finished_run_continues_with_more_epochs(tmp_path, shapes_splits):
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 12
     train(_cfg(shapes_splits, out, val_data=None, epochs=2, checkpoint_path=str(last)))
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 24  # one more epoch, into the same run
+
+
+def test_the_kl_weight_moves_from_its_start_to_its_end_over_the_run():
+    from omni_gpt2o.train import kl_weight
+
+    ramp = TrainConfig(data="d", out="o", kl_weight=1e-2, kl_weight_start=1e-3)
+    assert kl_weight(ramp, 0.0) == pytest.approx(1e-3) and kl_weight(ramp, 1.0) == pytest.approx(1e-2)
+    assert kl_weight(ramp, 0.5) == pytest.approx(10 ** -2.5)  # geometric: halfway in the exponent
+    assert kl_weight(ramp, 7.0) == pytest.approx(1e-2)  # past the end it stays there
+    assert kl_weight(TrainConfig(data="d", out="o", kl_weight=3e-3), 0.3) == 3e-3  # no start: constant
+    assert kl_weight(TrainConfig(data="d", out="o", kl_weight=1e-2, kl_weight_start=0.0), 0.25) == pytest.approx(
+        2.5e-3)  # from 0: linear
+
+
+def test_training_applies_the_moving_kl_weight(tmp_path, shapes_splits, monkeypatch):
+    used = []
+    real = train_module.loss_weights
+    monkeypatch.setattr(train_module, "loss_weights", lambda cfg: used.append(cfg.kl_weight) or real(cfg))
+    train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_steps=4, kl_weight=1e-2, kl_weight_start=1e-4))
+    assert used == pytest.approx([1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5])  # step k of 4: progress k / 4
