@@ -168,6 +168,8 @@ def create_app(pipe: OmniGPT2oPipeline, limits: ServeLimits | None = None, name:
     @app.middleware("http")
     async def refuse_large_bodies(request: Request, call_next):
         length = request.headers.get("content-length")
+        if request.method == "POST" and length is None:  # a body of unknown size could be any size
+            return error(411, "send the request's length (Content-Length)")
         if length is not None and (not length.isdigit() or int(length) > body_limit):
             return error(413, f"the request is larger than {body_limit // 2**20} MB")
         return await call_next(request)

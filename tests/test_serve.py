@@ -113,6 +113,9 @@ def test_nan_guidance_and_a_huge_body_are_refused(client):
     assert nan.status_code == 422 and "guidance" in nan.json()["error"]
     huge = client.post("/generate", content=b"x" * (12 * 2**20), headers={"content-type": "application/json"})
     assert huge.status_code == 413
+    streamed = client.post("/generate", content=iter([b'{"prompt": "a red circle"}']),
+                           headers={"content-type": "application/json"})
+    assert streamed.status_code == 411  # no Content-Length: refused before the body is read
 
 
 def test_russian_prompts_draw_and_the_page_is_served(client):
