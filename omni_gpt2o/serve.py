@@ -94,10 +94,12 @@ class Drawer:
             self.admitted -= 1
 
     def draw(self, request) -> dict:
-        """One picture for a validated request: its PNG, the seed used and (if asked) every step's picture."""
+        """A validated request's pictures as PNGs, the seed used and (if asked) the first one's every step."""
         seed = request.seed if request.seed is not None else secrets.randbits(63)
-        draft = {"noise": None, "sd": "sd"}.get(request.draft) if request.draft != "picture" else \
-            decode_picture(request.picture, self.limits)
+        if request.draft == "picture":
+            draft = decode_picture(request.picture, self.limits)
+        else:
+            draft = "sd" if request.draft == "sd" else None  # None: from text alone
         steps: list[Image.Image] = []
 
         def keep(pipe, step, strength, tensors):
