@@ -55,6 +55,11 @@ def add_sampler_flags(p: argparse.ArgumentParser) -> None:
          help="the sampler's strengths fall as (1 - k/steps)^power (1 = equal steps)")
 
 
+def add_device_flags(p: argparse.ArgumentParser) -> None:
+    flag(p, "--device", default="auto", help=DEVICE_HELP)
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
+
+
 def add_sd_flags(p: argparse.ArgumentParser) -> None:
     flag(p, "--draft-model", default="stabilityai/sd-turbo", help="diffusers model id or folder for SD drafts")
     flag(p, "--draft-steps", type=positive_int, default=1, help="Stable Diffusion's own sampling steps")
@@ -98,8 +103,7 @@ def build_parser() -> Parser:
     model_source.add_argument("--checkpoint", help="use this checkpoint's frozen backbones")
     flag(p, "--batch-size", type=positive_int, default=64, help="pictures encoded at once")
     flag(p, "--num-workers", type=non_negative_int, default=0, help="picture decoding processes (0: in this one)")
-    flag(p, "--device", default="auto", help=DEVICE_HELP)
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
+    add_device_flags(p)
 
     p = sub.add_parser("prepare-drafts", help="draw a Stable Diffusion draft of every caption of a split, once")
     flag(p, "--data", required=True, help="split folder; drafts are stored in DIR/drafts/")
@@ -125,8 +129,7 @@ def build_parser() -> Parser:
     flag(p, "--draft-strength", type=float, default=1.0, help="how far from the draft to start (0-1]")
     flag(p, "--save-drafts", action="store_true", help="save each starting draft beside its picture")
     add_sd_flags(p)
-    flag(p, "--device", default="auto", help=DEVICE_HELP)
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
+    add_device_flags(p)
 
     p = sub.add_parser("evaluate", help="score a model's pictures on Shapes captions, judged on pixels")
     source = p.add_mutually_exclusive_group(required=True)
@@ -140,8 +143,7 @@ def build_parser() -> Parser:
     flag(p, "--seed", type=int, default=0, help="prompt i is drawn with seed + i")
     flag(p, "--batch-size", type=positive_int, default=32, help="pictures drawn at once")
     flag(p, "--out", help="write the scores and every judgement as JSON here")
-    flag(p, "--device", default="auto", help=DEVICE_HELP)
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
+    add_device_flags(p)
 
     p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
     flag(p, "--out", default="runs/demo", help="folder for the data, the run, samples.png and report.json")
@@ -153,8 +155,7 @@ def build_parser() -> Parser:
          help="snapshots along the run, each scored, for learning_curve.png (0: none)")
     flag(p, "--curve-prompts", type=positive_int, default=100,
          help="validation captions each snapshot is scored on (the final weights: all of them)")
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto",
-         help="auto: bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16, AMX), else fp32")
+    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
     flag(p, "--device", default="auto", help="auto: a CUDA GPU when there is one (batch 128), else the CPU (batch 16)")
 
     p = sub.add_parser("serve", help="a local web page (and a JSON endpoint) to try a checkpoint")
@@ -166,9 +167,7 @@ def build_parser() -> Parser:
          help="requests that may wait behind the one being drawn; more are answered busy")
     flag(p, "--max-steps", type=positive_int, default=50, help="the most sampling steps a request may ask for")
     add_sd_flags(p)
-    flag(p, "--device", default="auto", help="auto | cpu | cuda | mps")
-    flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto",
-         help="auto: bf16 where the hardware has it, else fp32")
+    add_device_flags(p)
     return parser
 
 

@@ -21,7 +21,6 @@ import importlib.util
 import io
 import logging
 import math
-import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -95,7 +94,6 @@ class Drawer:
 
     def draw(self, request) -> dict:
         """A validated request's pictures as PNGs, the seed used and (if asked) the first one's every step."""
-        seed = request.seed if request.seed is not None else secrets.randbits(63)
         if request.draft == "picture":
             draft = decode_picture(request.picture, self.limits)
         else:
@@ -106,10 +104,12 @@ class Drawer:
             steps.append(to_pil(tensors["prediction"][:1])[0])
 
         out = self.pipe(request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance,
-                        num_images_per_prompt=request.num_images, generator=torch.Generator().manual_seed(seed),
+                        num_images_per_prompt=request.num_images,
+                        generator=None if request.seed is None else torch.Generator().manual_seed(request.seed),
                         draft=draft, draft_strength=request.strength if draft is not None else 1.0,
                         callback_on_step_end=keep if request.intermediates else None)
         images = [png_base64(image) for image in out.images]
+        seed = request.seed if request.seed is not None else out.seed  # without one, the pipeline drew it
         return {"image": images[0], "images": images, "seed": seed, "width": out.images[0].width,
                 "height": out.images[0].height, "intermediates": [png_base64(s) for s in steps]}
 

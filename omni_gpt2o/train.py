@@ -521,12 +521,12 @@ def train_epoch(cfg: TrainConfig, plan: Plan, data: TrainingData, learner: Learn
         if plan.done(state, cfg):
             break
         if not empty:  # a share of only unreadable pictures: every process skips the step
-            lr = learning_rate(cfg, state["step"], plan.warmup_steps, plan.progress(state))
+            progress = plan.progress(state)
+            lr = learning_rate(cfg, state["step"], plan.warmup_steps, progress)
             for group in learner.optimizer.param_groups:
                 group["lr"] = lr
             step_batch = data.step_batch(batch, learner, share, mine.start, plan.batch_size)
-            step_cfg = cfg if cfg.kl_weight_start is None else replace(cfg, kl_weight=kl_weight(cfg, plan.progress(
-                state)))
+            step_cfg = cfg if cfg.kl_weight_start is None else replace(cfg, kl_weight=kl_weight(cfg, progress))
             losses, rollout = train_step(learner, step_batch, step_cfg, state["step"])
             state["step"] += 1
             trained += 1
