@@ -42,10 +42,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--port", type=int, default=7862)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto", help="the server's: auto | bf16 | fp32")
     args = parser.parse_args()
 
     server = subprocess.Popen([sys.executable, "-m", "omni_gpt2o", "serve", "--checkpoint", args.checkpoint,
-                               "--port", str(args.port), "--device", args.device])
+                               "--port", str(args.port), "--device", args.device, "--precision", args.precision])
     url = f"http://127.0.0.1:{args.port}"
     try:
         for _ in range(600):
