@@ -57,6 +57,11 @@ class OmniConfig:
     # embeddings included, instead of the last layer alone: each word ("square") also as itself, apart from
     # the words before it ("yellow").
     text_layer_mix: bool = False
+    # True: the decoder's cross-attention takes its keys (which words to read at a place) from the text states
+    # above and its values (what those words say) from GPT-2's input embeddings, each word as itself. What is
+    # drawn at a place is then a sum of the words read there ("cyan" + "circle"), so a colour-shape pair never
+    # seen in training is a new sum of known parts, not an unknown state of a frozen GPT-2 layer.
+    decoder_word_values: bool = False
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)

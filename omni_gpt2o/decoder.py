@@ -60,10 +60,16 @@ class CrossAttention(nn.Module):
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor,
+                values: torch.Tensor | None = None) -> torch.Tensor:
+        """`values`: other token states to read (same length as `context`, which then gives the keys only)."""
         b, c, h, w = x.shape
         q = self.to_q(self.norm(x).flatten(2).transpose(1, 2))  # (b, hw, c)
-        k, v = self.to_kv(context).chunk(2, dim=-1)  # (b, T, c)
+        if values is None:
+            k, v = self.to_kv(context).chunk(2, dim=-1)  # (b, T, c)
+        else:
+            to_k, to_v = self.to_kv.weight.chunk(2, dim=0)
+            k, v = F.linear(context, to_k), F.linear(values, to_v)
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.view(b, -1, self.heads, c // self.heads).transpose(1, 2)
@@ -87,11 +93,11 @@ class Level(nn.Module):
             CrossAttention(out_ch, context_dim, heads) for _ in range(blocks)
         ) if context_dim is not None else None
 
-    def forward(self, x, emb, context, context_mask):
+    def forward(self, x, emb, context, context_mask, values=None):
         for i, block in enumerate(self.blocks):
             x = block(x, emb)
             if self.attns is not None:
-                x = self.attns[i](x, context, context_mask)
+                x = self.attns[i](x, context, context_mask, values)
         return x
 
 
@@ -134,23 +140,26 @@ class PixelDecoder(nn.Module):
         ) if out != 3 else None
 
     def forward(self, latents: torch.Tensor, draft: torch.Tensor, strength: torch.Tensor,
-                context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        weights = context_mask.to(context.dtype).unsqueeze(-1)
-        pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
+                context: torch.Tensor, context_mask: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
+        """`context`: the text's token states; `values`: what cross-attention reads from them when it is not
+        `context` itself (then also what the pooled prompt averages)."""
+        said = context if values is None else values
+        weights = context_mask.to(said.dtype).unsqueeze(-1)
+        pooled = (said * weights).sum(1) / weights.sum(1).clamp(min=1)
         emb = self.strength_mlp(strength_embedding(strength, self.emb_dim).to(draft.dtype)) + self.text_pool(pooled)
         h = self.conv_in(F.pixel_unshuffle(draft, self.patch) if self.patch > 1 else draft)
         skips = []
         for i, level in enumerate(self.down):
-            h = level(h, emb, context, context_mask)
+            h = level(h, emb, context, context_mask, values)
             if i < len(self.downsample):
                 skips.append(h)
                 h = self.downsample[i](h)
         if latents.shape[-2:] != h.shape[-2:]:  # ViT grid and decoder bottleneck may differ
             latents = F.interpolate(latents, size=h.shape[-2:], mode="nearest")
-        h = self.middle(torch.cat([h, self.latent_in(latents)], dim=1), emb, context, context_mask)
+        h = self.middle(torch.cat([h, self.latent_in(latents)], dim=1), emb, context, context_mask, values)
         for i in reversed(range(len(self.up))):
             h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-            h = self.up[i](torch.cat([h, skips[i]], dim=1), emb, context, context_mask)
+            h = self.up[i](torch.cat([h, skips[i]], dim=1), emb, context, context_mask, values)
         out = self.conv_out(F.silu(self.norm_out(h)))
         out = F.pixel_shuffle(out, self.patch) if self.patch > 1 else out
         return self.pixel_head(out) if self.pixel_head is not None else out

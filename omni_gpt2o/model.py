@@ -137,12 +137,17 @@ class OmniGPT2o(nn.Module):
         sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
         # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
-        if self.text_layer_mix is None:
+        words = None  # the decoder's attention values, when they are the input embeddings
+        if self.text_layer_mix is None and not self.config.decoder_word_values:
             states = self.text_encoder(sequence, mask)
             context = states[:, : t + 1]  # text + separator
         else:
             layers = self.text_encoder(sequence, mask, all_layers=True)
-            states, context = layers[-1], self.text_layer_mix([h[:, : t + 1] for h in layers])
+            states = layers[-1]
+            context = layers[-1][:, : t + 1] if self.text_layer_mix is None else self.text_layer_mix(
+                [h[:, : t + 1] for h in layers])
+            if self.config.decoder_word_values:
+                words = F.layer_norm(layers[0][:, : t + 1], layers[0].shape[-1:])
         context_mask = mask[:, : t + 1]
         patch_states = states[:, t + 1:]
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).
@@ -154,7 +159,7 @@ class OmniGPT2o(nn.Module):
         gh, gw = self.image_encoder.grid_size
         z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)
         # 5. Trained decoder draws the picture.
-        image = self.decoder(z_grid, draft, strength, context, context_mask)
+        image = self.decoder(z_grid, draft, strength, context, context_mask, values=words)
         return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states))
 
 

@@ -64,11 +64,14 @@ def from_flags(config_class: type, args: argparse.Namespace) -> Any:
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
-    """`key=value` pairs (bench scripts' `--set`/`--model`); values are Python literals (numbers, tuples)
-    or plain strings."""
+    """`key=value` pairs (bench scripts' `--set`/`--model`); values are Python literals (numbers, tuples),
+    true / false, or plain strings."""
     out = {}
     for item in items:
         key, _, text = item.partition("=")
+        if text.lower() in ("true", "false"):  # never the string "false", which is true
+            out[key.replace("-", "_")] = text.lower() == "true"
+            continue
         try:
             out[key.replace("-", "_")] = ast.literal_eval(text)
         except (ValueError, SyntaxError):

@@ -245,3 +245,13 @@ def test_epochs_minutes_and_max_steps_are_one_choice(tmp_path, capsys):
     code = main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--epochs", "3",
                  "--minutes", "1"])
     assert code == 1 and "--epochs and --minutes each set the run's length" in capsys.readouterr().err
+
+
+def test_bench_assignments_read_numbers_tuples_booleans_and_words():
+    from omni_gpt2o.options import parse_assignments
+
+    got = parse_assignments(["kl-weight=0.03", "decoder_channels=(64, 128)", "decoder_word_values=false",
+                             "text_layer_mix=True", "draft=noise"])
+    assert got == {"kl_weight": 0.03, "decoder_channels": (64, 128), "decoder_word_values": False,
+                   "text_layer_mix": True, "draft": "noise"}
+    assert got["decoder_word_values"] is False  # never the string "false", which would read as true

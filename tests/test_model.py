@@ -159,3 +159,47 @@ def test_layer_mix_gives_the_decoder_every_gpt2_layer(micro_preset):
     after.image.sum().backward()
     assert m.text_layer_mix.weights.grad.abs().sum() > 0  # trained, with the glue
     assert "text_layer_mix.weights" in m.trainable_state_dict()
+
+
+def test_cross_attention_can_read_values_other_than_its_keys():
+    from omni_gpt2o.decoder import CrossAttention
+
+    torch.manual_seed(0)
+    attn = CrossAttention(channels=8, context_dim=6, heads=2)
+    torch.nn.init.normal_(attn.out.weight, std=0.5)  # as after training: the zero start hides the read
+    x, mask = torch.randn(1, 8, 3, 3), torch.ones(1, 4)
+    keys, values = torch.randn(1, 4, 6), torch.randn(1, 4, 6)
+    assert torch.allclose(attn(x, keys, mask, values=keys), attn(x, keys, mask))  # the same when both agree
+    same_keys = torch.ones(1, 4, 6)  # every token looks alike: attention is even, only the values count
+    even = attn(x, same_keys, mask, values=values)
+    assert torch.allclose(attn(x, same_keys, mask, values=values.flip(1)), even, atol=1e-5)  # an even sum
+    assert not torch.allclose(attn(x, same_keys, mask, values=values + 1), even, atol=1e-3)
+    assert not torch.allclose(attn(x, keys, mask, values=values), even, atol=1e-3)  # keys choose what is read
+
+
+def test_word_values_read_gpt2s_input_embeddings(micro_preset):
+    from omni_gpt2o.model import build_model
+
+    torch.manual_seed(0)
+    plain = build_model(micro_preset.replace(text_layer_mix=True))
+    torch.manual_seed(0)
+    words = build_model(micro_preset.replace(text_layer_mix=True, decoder_word_values=True))
+    assert plain.trainable_state_dict().keys() == words.trainable_state_dict().keys()  # checkpoints load alike
+    words.load_state_dict(plain.state_dict())
+    with torch.no_grad():  # as after some training: no zero-initialised layer hides the text
+        for a, b in zip(plain.decoder.parameters(), words.decoder.parameters()):
+            a.add_(torch.randn_like(a) * 0.05)
+            b.copy_(a)
+    ids, mask, draft, t = _batch(words, ["a cyan circle on the left"])
+    assert not torch.allclose(plain(ids, mask, draft, t).image, words(ids, mask, draft, t).image, atol=1e-5)
+    seen = {}
+    words.decoder.register_forward_hook(lambda mod, args, kwargs, out: seen.update(kwargs), with_kwargs=True)
+    out = words(ids, mask, draft, t)
+    layers = words.text_encoder(torch.cat([words.text_encoder.embed(ids), words.separator.expand(1, 1, -1),
+                                           words.draft_projection(words.image_encoder(draft))], 1),
+                                torch.cat([mask, mask.new_ones(1, 1 + words.image_encoder.num_patches)], 1),
+                                all_layers=True)
+    first = layers[0][:, : ids.shape[1] + 1]
+    assert torch.allclose(seen["values"], torch.nn.functional.layer_norm(first, first.shape[-1:]), atol=1e-6)
+    out.image.sum().backward()
+    assert words.text_layer_mix.weights.grad.abs().sum() > 0  # the keys still come from the trained mix
