@@ -137,17 +137,15 @@ class OmniGPT2o(nn.Module):
         sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
         # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
-        words = None  # the decoder's attention values, when they are the input embeddings
         if self.text_layer_mix is None and not self.config.decoder_word_values:
-            states = self.text_encoder(sequence, mask)
-            context = states[:, : t + 1]  # text + separator
+            layers = (self.text_encoder(sequence, mask),)  # the last layer is all the decoder reads
         else:
             layers = self.text_encoder(sequence, mask, all_layers=True)
-            states = layers[-1]
-            context = layers[-1][:, : t + 1] if self.text_layer_mix is None else self.text_layer_mix(
-                [h[:, : t + 1] for h in layers])
-            if self.config.decoder_word_values:
-                words = F.layer_norm(layers[0][:, : t + 1], layers[0].shape[-1:])
+        states = layers[-1]
+        text = [h[:, : t + 1] for h in layers]  # text + separator
+        context = text[-1] if self.text_layer_mix is None else self.text_layer_mix(text)
+        # The decoder's attention values, when they are the words themselves (the input embeddings).
+        words = F.layer_norm(text[0], text[0].shape[-1:]) if self.config.decoder_word_values else None
         context_mask = mask[:, : t + 1]
         patch_states = states[:, t + 1:]
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).

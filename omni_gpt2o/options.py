@@ -69,13 +69,14 @@ def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         key, _, text = item.partition("=")
+        name = key.replace("-", "_")
         if text.lower() in ("true", "false"):  # never the string "false", which is true
-            out[key.replace("-", "_")] = text.lower() == "true"
+            out[name] = text.lower() == "true"
             continue
         try:
-            out[key.replace("-", "_")] = ast.literal_eval(text)
+            out[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
-            out[key.replace("-", "_")] = text
+            out[name] = text
     return out
 
 
