@@ -87,6 +87,7 @@ def build_parser() -> Parser:
          help="which part of the grammar: val and test hold colour-shape pairs that train never shows")
     flag(p, "--seed", type=int, default=0, help="seed of the scenes drawn: a split repeats")
     flag(p, "--size", type=positive_int, default=64, help="picture side in pixels")
+    flag(p, "--two-object-share", type=float, default=0.5, help="share of pictures with two objects")
 
     p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
@@ -175,7 +176,8 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "make-shapes":
         from omni_gpt2o.data.shapes import make_shapes
 
-        out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size)
+        out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size,
+                          two_object_share=args.two_object_share)
         print(f"wrote {args.num_images} {args.split} pictures to {out}")
 
     elif args.command == "prepare-coco":

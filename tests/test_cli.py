@@ -28,6 +28,10 @@ def test_make_shapes(tmp_path, capsys):
     data = json.loads((tmp_path / "s" / "captions.json").read_text())
     assert len(data["images"]) == 7 and data["images"][0]["width"] == 48
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 7
+    argv = ["make-shapes", "--out", str(tmp_path / "p"), "--num-images", "5", "--two-object-share", "1"]
+    assert main(argv) == 0
+    objects = json.loads((tmp_path / "p" / "captions.json").read_text())["objects"]
+    assert len(objects) == 10  # every picture a pair
 
 
 def test_seed_snake_case_flags_are_accepted():

@@ -168,6 +168,19 @@ def test_train_never_samples_held_out_but_uses_every_colour_and_shape() -> None:
     assert len(pairs) == 15
 
 
+def test_two_object_share_sets_how_many_pictures_are_pairs() -> None:
+    def pairs(share: float) -> float:
+        rng = random.Random(3)
+        return sum(len(sample_scene(rng, "train", two_object_share=share).objects) == 2 for _ in range(800)) / 800
+
+    assert pairs(0.0) == 0.0 and pairs(1.0) == 1.0
+    assert 0.45 < pairs(0.5) < 0.55 and 0.70 < pairs(0.75) < 0.80
+    rng = random.Random(4)  # the spec's share is the default, draw for draw
+    assert scenes("train", 40, seed=4) == [sample_scene(rng, "train", 64, 0.5) for _ in range(40)]
+    with pytest.raises(ValueError, match="two_object_share"):
+        sample_scene(random.Random(0), "train", two_object_share=1.5)
+
+
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_val_forces_held_out_pairs(split: str) -> None:
     sampled = scenes(split, 400, seed=4)
@@ -451,6 +464,7 @@ def test_make_shapes_is_deterministic(tmp_path: Path) -> None:
         {"num_images": 2, "size": 0},
         {"num_images": 2, "split": "training"},
         {"num_images": 2, "split": "VAL"},
+        {"num_images": 2, "two_object_share": -0.1},
     ],
 )
 def test_make_shapes_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:

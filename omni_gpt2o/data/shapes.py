@@ -133,6 +133,11 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
 
 
+def _check_share(share: float) -> None:
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ValueError(f"two_object_share must be a number in [0, 1], got {share!r}.")
+
+
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < _MIN_SIZE:
         raise ValueError(f"size must be an integer of at least {_MIN_SIZE} pixels, got {size!r}.")
@@ -180,8 +185,9 @@ def _fits(objects: tuple[ShapeObject, ...], size: int) -> bool:
     return True
 
 
-def sample_scene(rng: random.Random, split: str = "train", size: int = 64) -> Scene:
-    """Draw one scene: one or two objects (50/50) with all numbers uniform in the spec's ranges.
+def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_object_share: float = 0.5) -> Scene:
+    """Draw one scene: one or two objects (two with probability ``two_object_share``, 0.5 by the spec) with
+    all numbers uniform in the spec's ranges.
 
     Geometry is rejection-sampled on the pixel footprint at ``size`` so that shapes neither touch the
     border nor each other (at least one black pixel in between). Two-object scenes use two small
@@ -193,7 +199,8 @@ def sample_scene(rng: random.Random, split: str = "train", size: int = 64) -> Sc
     """
     _check_split(split)
     _check_size(size)
-    n = 1 if rng.random() < 0.5 else 2
+    _check_share(two_object_share)
+    n = 1 if rng.random() < 1 - two_object_share else 2  # 0.5: the draws of the spec's splits
     identities = _sample_identities(rng, n, split)
 
     if n == 1:
@@ -439,18 +446,21 @@ def _split_rng(seed: int, split: str) -> random.Random:
 
 
 def make_shapes(
-    out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64
+    out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
+    two_object_share: float = 0.5,
 ) -> Path:
     """Write a Shapes split to ``out_dir`` (COCO captions layout) and return the folder.
 
     ``out_dir/images/000000000001.png ...`` and ``out_dir/captions.json`` with "images",
     "annotations" (up to five captions per picture) and "objects" (ground truth, bbox [x, y, w, h]
-    in pixels). The same arguments give byte-identical files.
+    in pixels). The same arguments give byte-identical files. ``two_object_share`` (the spec's 0.5 by
+    default) lets a training split show more pairs.
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer of at least 1, got {num_images!r}.")
     _check_size(size)
     _check_split(split)
+    _check_share(two_object_share)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
 
@@ -469,7 +479,7 @@ def make_shapes(
         disable=num_images < _PROGRESS_MIN_IMAGES,
     )
     for image_id in progress:
-        scene = sample_scene(rng, split, size)
+        scene = sample_scene(rng, split, size, two_object_share)
         file_name = f"{image_id:012d}.png"
         # Fixed PNG options and no metadata: the bytes depend only on the pixels.
         render_scene(scene, size).save(image_dir / file_name, format="PNG", optimize=False, compress_level=6)
@@ -503,7 +513,8 @@ def make_shapes(
 
 
 def shapes_split(
-    out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64
+    out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
+    two_object_share: float = 0.5,
 ) -> Path:
     """:func:`make_shapes`, unless ``out_dir`` already holds the split these arguments make.
 
@@ -512,9 +523,12 @@ def shapes_split(
     """
     out = Path(out_dir)
     marker = out / "settings.json"
-    settings = json.dumps({"num_images": num_images, "split": split, "seed": seed, "size": size})
+    settings = {"num_images": num_images, "split": split, "seed": seed, "size": size}
+    if two_object_share != 0.5:  # folders made before the option existed stay valid
+        settings["two_object_share"] = two_object_share
+    settings = json.dumps(settings)
     if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
         print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
-        make_shapes(out, num_images, split=split, seed=seed, size=size)
+        make_shapes(out, num_images, split=split, seed=seed, size=size, two_object_share=two_object_share)
         marker.write_text(settings)
     return out
