@@ -88,6 +88,9 @@ def build_parser() -> Parser:
     flag(p, "--seed", type=int, default=0, help="seed of the scenes drawn: a split repeats")
     flag(p, "--size", type=positive_int, default=64, help="picture side in pixels")
     flag(p, "--two-object-share", type=float, default=0.5, help="share of pictures with two objects")
+    flag(p, "--same-colour-pairs", type=float, default=0.0,
+         help="train only: share of pairs drawn in one colour (two shapes), outside the grammar's two-colour rule; "
+              "it keeps a model from telling the objects apart by colour alone")
 
     p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
@@ -177,7 +180,7 @@ def run(args: argparse.Namespace) -> None:
         from omni_gpt2o.data.shapes import make_shapes
 
         out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size,
-                          two_object_share=args.two_object_share)
+                          two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs)
         print(f"wrote {args.num_images} {args.split} pictures to {out}")
 
     elif args.command == "prepare-coco":

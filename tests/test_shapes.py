@@ -181,6 +181,21 @@ def test_two_object_share_sets_how_many_pictures_are_pairs() -> None:
         sample_scene(random.Random(0), "train", two_object_share=1.5)
 
 
+def test_same_colour_pairs_show_two_shapes_of_one_colour_in_train_only() -> None:
+    rng = random.Random(5)
+    sampled = [sample_scene(rng, "train", 64, 1.0, same_colour_pairs=0.5) for _ in range(400)]
+    same = [s for s in sampled if s.objects[0].colour == s.objects[1].colour]
+    assert 0.4 < len(same) / len(sampled) < 0.6
+    assert all(s.objects[0].shape != s.objects[1].shape for s in same)
+    assert not {(o.colour, o.shape) for s in sampled for o in s.objects} & SPEC_HELD_OUT
+    for scene in same[:20]:  # still two objects apart on the picture, captions that parse back
+        pixels = np.asarray(render_scene(scene, 64))
+        assert len(np.unique(pixels.reshape(-1, 3), axis=0)) == 2
+        assert all(parse_caption(c) for c in captions_for_scene(scene, random.Random(0)))
+    with pytest.raises(ValueError, match="training splits only"):  # val and test keep the spec's two colours
+        sample_scene(random.Random(0), "val", same_colour_pairs=0.3)
+
+
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_val_forces_held_out_pairs(split: str) -> None:
     sampled = scenes(split, 400, seed=4)
@@ -465,6 +480,8 @@ def test_make_shapes_is_deterministic(tmp_path: Path) -> None:
         {"num_images": 2, "split": "training"},
         {"num_images": 2, "split": "VAL"},
         {"num_images": 2, "two_object_share": -0.1},
+        {"num_images": 2, "same_colour_pairs": 1.5},
+        {"num_images": 2, "split": "test", "same_colour_pairs": 0.2},
     ],
 )
 def test_make_shapes_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:

@@ -133,9 +133,15 @@ def _check_split(split: str) -> None:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}.")
 
 
-def _check_share(share: float) -> None:
+def _check_share(share: float, name: str = "two_object_share") -> None:
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise ValueError(f"two_object_share must be a number in [0, 1], got {share!r}.")
+        raise ValueError(f"{name} must be a number in [0, 1], got {share!r}.")
+
+
+def _check_same_colour(share: float, split: str) -> None:
+    _check_share(share, "same_colour_pairs")
+    if share and split != "train":
+        raise ValueError(f"same_colour_pairs is for training splits only: {split} keeps the spec's two colours.")
 
 
 def _check_size(size: int) -> None:
@@ -143,14 +149,17 @@ def _check_size(size: int) -> None:
         raise ValueError(f"size must be an integer of at least {_MIN_SIZE} pixels, got {size!r}.")
 
 
-def _sample_identities(rng: random.Random, n: int, split: str) -> list[tuple[str, str]]:
-    """Colour-shape pairs for n objects: distinct colours; train avoids held-out pairs."""
+def _sample_identities(rng: random.Random, n: int, split: str, same_colour: float = 0.0) -> list[tuple[str, str]]:
+    """Colour-shape pairs for n objects: distinct colours (in train, the same colour and another shape with
+    probability ``same_colour``); train avoids held-out pairs."""
     colours = list(COLOURS)
     if split == "train":
         allowed = [(c, s) for c in colours for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
         first = rng.choice(allowed)
         if n == 1:
             return [first]
+        if same_colour and rng.random() < same_colour:
+            return [first, rng.choice([p for p in allowed if p[0] == first[0] and p != first])]
         second = rng.choice([p for p in allowed if p[0] != first[0]])
         return [first, second]
 
@@ -185,13 +194,17 @@ def _fits(objects: tuple[ShapeObject, ...], size: int) -> bool:
     return True
 
 
-def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_object_share: float = 0.5) -> Scene:
+def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_object_share: float = 0.5,
+                 same_colour_pairs: float = 0.0) -> Scene:
     """Draw one scene: one or two objects (two with probability ``two_object_share``, 0.5 by the spec) with
     all numbers uniform in the spec's ranges.
 
     Geometry is rejection-sampled on the pixel footprint at ``size`` so that shapes neither touch the
     border nor each other (at least one black pixel in between). Two-object scenes use two small
-    objects of different colours, their midpoint within 0.42-0.58 on both axes.
+    objects of different colours, their midpoint within 0.42-0.58 on both axes. ``same_colour_pairs``
+    (train only, 0 by the spec) draws that share of the pairs in one colour with two different shapes:
+    with them a model cannot tell the two objects apart by colour alone, and must read which shape
+    the caption puts where.
 
     ``split="train"`` never uses a held-out colour-shape pair. ``"val"`` / ``"test"`` may use any
     pair, and with probability 0.5 one object is forced to be a held-out pair (chosen uniformly), so
@@ -201,7 +214,8 @@ def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_o
     _check_size(size)
     _check_share(two_object_share)
     n = 1 if rng.random() < 1 - two_object_share else 2  # 0.5: the draws of the spec's splits
-    identities = _sample_identities(rng, n, split)
+    _check_same_colour(same_colour_pairs, split)
+    identities = _sample_identities(rng, n, split, same_colour_pairs)
 
     if n == 1:
         ((colour, shape),) = identities
@@ -447,20 +461,22 @@ def _split_rng(seed: int, split: str) -> random.Random:
 
 def make_shapes(
     out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
-    two_object_share: float = 0.5,
+    two_object_share: float = 0.5, same_colour_pairs: float = 0.0,
 ) -> Path:
     """Write a Shapes split to ``out_dir`` (COCO captions layout) and return the folder.
 
     ``out_dir/images/000000000001.png ...`` and ``out_dir/captions.json`` with "images",
     "annotations" (up to five captions per picture) and "objects" (ground truth, bbox [x, y, w, h]
     in pixels). The same arguments give byte-identical files. ``two_object_share`` (the spec's 0.5 by
-    default) lets a training split show more pairs.
+    default) lets a training split show more pairs; ``same_colour_pairs`` (0 by the spec) draws that share
+    of a training split's pairs in one colour with two shapes.
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer of at least 1, got {num_images!r}.")
     _check_size(size)
     _check_split(split)
     _check_share(two_object_share)
+    _check_same_colour(same_colour_pairs, split)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
 
@@ -479,7 +495,7 @@ def make_shapes(
         disable=num_images < _PROGRESS_MIN_IMAGES,
     )
     for image_id in progress:
-        scene = sample_scene(rng, split, size, two_object_share)
+        scene = sample_scene(rng, split, size, two_object_share, same_colour_pairs)
         file_name = f"{image_id:012d}.png"
         # Fixed PNG options and no metadata: the bytes depend only on the pixels.
         render_scene(scene, size).save(image_dir / file_name, format="PNG", optimize=False, compress_level=6)
@@ -514,7 +530,7 @@ def make_shapes(
 
 def shapes_split(
     out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
-    two_object_share: float = 0.5,
+    two_object_share: float = 0.5, same_colour_pairs: float = 0.0,
 ) -> Path:
     """:func:`make_shapes`, unless ``out_dir`` already holds the split these arguments make.
 
@@ -526,9 +542,12 @@ def shapes_split(
     settings = {"num_images": num_images, "split": split, "seed": seed, "size": size}
     if two_object_share != 0.5:  # folders made before the option existed stay valid
         settings["two_object_share"] = two_object_share
+    if same_colour_pairs:
+        settings["same_colour_pairs"] = same_colour_pairs
     settings = json.dumps(settings)
     if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
         print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
-        make_shapes(out, num_images, split=split, seed=seed, size=size, two_object_share=two_object_share)
+        make_shapes(out, num_images, split=split, seed=seed, size=size, two_object_share=two_object_share,
+                    same_colour_pairs=same_colour_pairs)
         marker.write_text(settings)
     return out
