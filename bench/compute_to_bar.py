@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import DEFAULT_GUIDANCE, get_preset
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, get_preset
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=400)
     parser.add_argument("--two-object-share", type=float, default=0.5,
                         help="share of two-object pictures in the training split (the spec's 0.5)")
-    parser.add_argument("--same-colour-pairs", type=float, default=0.0,
+    parser.add_argument("--same-colour-pairs", type=float, default=SAME_COLOUR_PAIRS,
                         help="share of training pairs of one colour (two shapes): colour cannot tell them apart")
     parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
     parser.add_argument("--work", default="runs/compute")

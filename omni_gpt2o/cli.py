@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.options import add_flags, checked, flag, from_flags
 from omni_gpt2o.train import TrainConfig
@@ -153,6 +153,8 @@ def build_parser() -> Parser:
     flag(p, "--out", default="runs/demo", help="folder for the data, the run, samples.png and report.json")
     flag(p, "--minutes", type=positive_float, default=15.0, help="training time budget")
     flag(p, "--train-images", type=positive_int, default=20000, help="Shapes pictures to train on")
+    flag(p, "--same-colour-pairs", type=float, default=SAME_COLOUR_PAIRS,
+         help="share of the training pairs drawn in one colour (0: the grammar's two-colour pairs only)")
     flag(p, "--val-images", type=positive_int, default=400, help="validation captions, all scored at the end")
     flag(p, "--seed", type=int, default=0, help="seed of the data and the run")
     flag(p, "--curve-points", type=non_negative_int, default=3,
@@ -308,7 +310,7 @@ def run(args: argparse.Namespace) -> None:
 
         run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
                  seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
-                 precision=args.precision, device=args.device)
+                 precision=args.precision, device=args.device, same_colour_pairs=args.same_colour_pairs)
 
     elif args.command == "serve":
         from omni_gpt2o.serve import ServeLimits, serve

@@ -22,6 +22,11 @@ DEFAULT_GUIDANCE = 1.5
 # 0.125 at 8 steps): bench/sampler.py on the tuning split chose 1.5 (shapes right more often, sharper edges).
 SCHEDULE_POWER = 1.5
 
+# Share of the Shapes training pairs that the demo (and bench/compute_to_bar.py) draws in one colour with two
+# shapes (docs/shapes.md, "Training pictures"). With two-colour pairs only, a model may find which shape goes
+# where by the colour it drew there, a shortcut that fails on held-out colour-shape pairs.
+SAME_COLOUR_PAIRS = 0.3
+
 
 @dataclass
 class OmniConfig:

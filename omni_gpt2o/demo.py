@@ -20,7 +20,7 @@ import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path, json_text
@@ -53,13 +53,15 @@ LEARNING_RATE = 1e-3  # at BATCH_SIZE; bigger batches scale it by the square roo
 
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = 20000,
              val_images: int = 400, seed: int = 0, batch_size: int | None = None, curve_points: int = 3,
-             curve_prompts: int = 100, precision: str = "auto", device: str = "auto") -> dict:
+             curve_prompts: int = 100, precision: str = "auto", device: str = "auto",
+             same_colour_pairs: float = SAME_COLOUR_PAIRS) -> dict:
     """Train `tiny` on Shapes for `minutes` (on a CUDA GPU when there is one, else the CPU), then draw and judge
     every validation caption. The learning curve scores `curve_points` snapshots on the first `curve_prompts`
     captions (cheaper); the final weights are scored on all of them."""
     out = Path(out)
     started = time.time()
-    train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed)
+    train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed,
+                             same_colour_pairs=same_colour_pairs)
     val_dir = shapes_split(out / "data" / "val", val_images, split="val", seed=seed)
 
     dev = torch.device("cuda") if device == "auto" and torch.cuda.is_available() else resolve_device(
@@ -124,6 +126,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
                 "step_gflop": {k: round(v / 1e9, 2) for k, v in flops.items()},
                 "tflop": round(compute / 1e12, 2)},
         "train_images": train_images,
+        "same_colour_pairs": same_colour_pairs,
         "val_images": val_images,
         "batch_size": batch_size,
         "seed": seed,
