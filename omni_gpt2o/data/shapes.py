@@ -539,12 +539,12 @@ def shapes_split(
     """
     out = Path(out_dir)
     marker = out / "settings.json"
-    settings = {"num_images": num_images, "split": split, "seed": seed, "size": size}
-    if two_object_share != 0.5:  # folders made before the option existed stay valid
-        settings["two_object_share"] = two_object_share
+    arguments = {"num_images": num_images, "split": split, "seed": seed, "size": size}
+    if two_object_share != 0.5:  # the spec's splits keep the marker they had before these options
+        arguments["two_object_share"] = two_object_share
     if same_colour_pairs:
-        settings["same_colour_pairs"] = same_colour_pairs
-    settings = json.dumps(settings)
+        arguments["same_colour_pairs"] = same_colour_pairs
+    settings = json.dumps(arguments)
     if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
         print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
         make_shapes(out, num_images, split=split, seed=seed, size=size, two_object_share=two_object_share,
