@@ -67,6 +67,10 @@ class OmniConfig:
     # drawn at a place is then a sum of the words read there ("cyan" + "circle"), so a colour-shape pair never
     # seen in training is a new sum of known parts, not an unknown state of a frozen GPT-2 layer.
     decoder_word_values: bool = False
+    # True: each text token the decoder reads also carries the word before it (its input embedding, through a
+    # learned zero-initialised projection), so "circle" after "cyan" is "circle" + "after cyan", a sum of known
+    # parts. A blob drawn cyan can then find its shape word by the colour before it, for any colour-shape pair.
+    text_token_shift: bool = False
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)

@@ -7,10 +7,11 @@ The whole data flow, in one place:
                                                      │
     states at draft patches ──heads──> VAE latent per patch (mean, log-variance) ──sample──> z grid
     z grid + draft + GPT-2 text states ──decoder──> image
-    (text states: GPT-2's last layer, or with `text_layer_mix` a learned mix of all its layers)
+    (text states: GPT-2's last layer, or with `text_layer_mix` a learned mix of all its layers;
+     with `text_token_shift` each token also carries the word before it)
 
 Frozen (never trained, no gradient to their weights): GPT-2, the ViT.
-Trained (the glue): draft projection + separator, latent heads, alignment head, layer mix, decoder.
+Trained (the glue): draft projection + separator, latent heads, alignment head, layer mix, token shift, decoder.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ class OmniGPT2o(nn.Module):
         self.latent_heads = LatentHeads(gpt_w, config.latent_dim)
         self.alignment_head = nn.Linear(gpt_w, vit_w)
         self.text_layer_mix = LayerMix(text_encoder.model.config.n_layer + 1) if config.text_layer_mix else None
+        self.token_shift = nn.Linear(gpt_w, gpt_w, bias=False) if config.text_token_shift else None
+        if self.token_shift is not None:
+            nn.init.zeros_(self.token_shift.weight)  # starts as the plain context
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
             config.decoder_blocks, config.decoder_heads, config.decoder_patch, config.decoder_pixel_channels,
@@ -137,7 +141,7 @@ class OmniGPT2o(nn.Module):
         sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
         # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
-        if self.text_layer_mix is None and not self.config.decoder_word_values:
+        if self.text_layer_mix is None and not self.config.decoder_word_values and self.token_shift is None:
             layers = (self.text_encoder(sequence, mask),)  # the last layer is all the decoder reads
         else:
             layers = self.text_encoder(sequence, mask, all_layers=True)
@@ -146,6 +150,9 @@ class OmniGPT2o(nn.Module):
         context = text[-1] if self.text_layer_mix is None else self.text_layer_mix(text)
         # The decoder's attention values, when they are the words themselves (the input embeddings).
         words = F.layer_norm(text[0], text[0].shape[-1:]) if self.config.decoder_word_values else None
+        if self.token_shift is not None:  # each token plus the word before it
+            before = F.pad(F.layer_norm(text[0], text[0].shape[-1:])[:, :-1], (0, 0, 1, 0))
+            context = context + self.token_shift(before)
         context_mask = mask[:, : t + 1]
         patch_states = states[:, t + 1:]
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).

@@ -200,3 +200,28 @@ def test_word_values_read_gpt2s_input_embeddings(micro_preset):
     assert torch.allclose(seen["values"], torch.nn.functional.layer_norm(first, first.shape[-1:]), atol=1e-6)
     out.image.sum().backward()
     assert words.text_layer_mix.weights.grad.abs().sum() > 0  # the keys still come from the trained mix
+
+
+def test_token_shift_adds_the_word_before_each_token(micro_preset):
+    from omni_gpt2o.model import build_model
+
+    torch.manual_seed(0)
+    plain = build_model(micro_preset.replace(text_layer_mix=True))
+    torch.manual_seed(0)
+    shift = build_model(micro_preset.replace(text_layer_mix=True, text_token_shift=True))
+    shift.load_state_dict(plain.state_dict(), strict=False)
+    ids, mask, draft, t = _batch(shift, ["a cyan circle on the left", "a red square"])
+    seen = {}
+    shift.decoder.register_forward_hook(lambda mod, args, out: seen.update(context=args[3]))
+    shift.text_encoder.register_forward_hook(lambda mod, args, out: seen.update(layers=out))
+    with torch.no_grad():  # zero-initialised: a fresh model reads the plain context
+        assert torch.allclose(plain(ids, mask, draft, t).image, shift(ids, mask, draft, t).image, atol=1e-6)
+        shift.token_shift.weight.copy_(torch.randn_like(shift.token_shift.weight) * 0.1)
+        shift(ids, mask, draft, t)
+    words = seen["layers"][0][:, : ids.shape[1] + 1]
+    words = torch.nn.functional.layer_norm(words, words.shape[-1:])
+    mixed = shift.text_layer_mix([h[:, : ids.shape[1] + 1] for h in seen["layers"]])
+    added = seen["context"] - mixed
+    # token i carries word i - 1 (the first token nothing), through the learned projection
+    assert torch.allclose(added[:, 1:], shift.token_shift(words[:, :-1]), atol=1e-5)
+    assert torch.allclose(added[:, 0], torch.zeros_like(added[:, 0]))
