@@ -70,6 +70,8 @@ class OmniConfig:
     # True: each text token the decoder reads also carries the word before it (its input embedding, through a
     # learned zero-initialised projection), so "circle" after "cyan" is "circle" + "after cyan", a sum of known
     # parts. A blob drawn cyan can then find its shape word by the colour before it, for any colour-shape pair.
+    # Off in `tiny`: at 200 TFLOP it helped late (two of four seeds met every hour bar, one without), but at
+    # 60 TFLOP one seed's pairs fell to 4% (bench/compute_to_bar.py, the README's lever table).
     text_token_shift: bool = False
 
     def __post_init__(self) -> None:
