@@ -141,18 +141,18 @@ class OmniGPT2o(nn.Module):
         sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
         mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
         # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
-        if self.text_layer_mix is None and not self.config.decoder_word_values and self.token_shift is None:
+        read_words = self.config.decoder_word_values or self.token_shift is not None  # the input embeddings too
+        if self.text_layer_mix is None and not read_words:
             layers = (self.text_encoder(sequence, mask),)  # the last layer is all the decoder reads
         else:
             layers = self.text_encoder(sequence, mask, all_layers=True)
         states = layers[-1]
         text = [h[:, : t + 1] for h in layers]  # text + separator
         context = text[-1] if self.text_layer_mix is None else self.text_layer_mix(text)
-        # The decoder's attention values, when they are the words themselves (the input embeddings).
-        words = F.layer_norm(text[0], text[0].shape[-1:]) if self.config.decoder_word_values else None
+        # The words themselves (GPT-2's input embeddings): the attention's values, or added one token later.
+        words = F.layer_norm(text[0], text[0].shape[-1:]) if read_words else None
         if self.token_shift is not None:  # each token plus the word before it
-            before = F.pad(F.layer_norm(text[0], text[0].shape[-1:])[:, :-1], (0, 0, 1, 0))
-            context = context + self.token_shift(before)
+            context = context + self.token_shift(F.pad(words[:, :-1], (0, 0, 1, 0)))
         context_mask = mask[:, : t + 1]
         patch_states = states[:, t + 1:]
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).
@@ -164,7 +164,8 @@ class OmniGPT2o(nn.Module):
         gh, gw = self.image_encoder.grid_size
         z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)
         # 5. Trained decoder draws the picture.
-        image = self.decoder(z_grid, draft, strength, context, context_mask, values=words)
+        values = words if self.config.decoder_word_values else None
+        image = self.decoder(z_grid, draft, strength, context, context_mask, values=values)
         return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states))
 
 
