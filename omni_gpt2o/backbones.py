@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from timm.models import save_for_hf
 from torch import nn
 from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast, PreTrainedTokenizerBase
+from transformers.activations import NewGELUActivation
 
 from omni_gpt2o.config import OmniConfig
 from omni_gpt2o.fileio import OmniError
@@ -59,12 +60,23 @@ def gpt2_tokenizer_offline() -> GPT2TokenizerFast:
         return GPT2TokenizerFast.from_pretrained(tmp)
 
 
+def fuse_gelu(model: nn.Module) -> None:
+    """Swap GPT-2's `gelu_new` (tanh GELU written as five element-wise ops, each a pass over the MLP's
+    activations, forward and backward) for torch's fused tanh GELU: the same function to float rounding, at
+    ~2.5x less time forward and backward on a CPU (a tenth of the `tiny` training step on an AVX2 CPU).
+    The saved config keeps its `activation_function`."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, NewGELUActivation):
+            model.set_submodule(name, nn.GELU(approximate="tanh"))
+
+
 class FrozenGPT2(nn.Module):
     """GPT-2 that reads [text tokens, separator, draft tokens] in one batched pass."""
 
     def __init__(self, model: GPT2Model, tokenizer: PreTrainedTokenizerBase, max_text_tokens: int):
         super().__init__()
         self.model = model.requires_grad_(False).eval()
+        fuse_gelu(self.model)
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"  # text ends right before the separator
         if self.tokenizer.pad_token is None:

@@ -43,6 +43,28 @@ def test_backbones_round_trip_through_from_pretrained_folders(micro_preset, tmp_
     assert torch.equal(load_text_encoder(by_path).model.wte.weight, text.model.wte.weight)
 
 
+def test_gpt2_runs_the_fused_gelu_and_computes_the_same_states(micro_preset, tmp_path):
+    from transformers import GPT2Model
+    from transformers.activations import NewGELUActivation
+
+    text = load_text_encoder(micro_preset)
+    assert not any(isinstance(m, NewGELUActivation) for m in text.modules())
+    assert all(isinstance(block.mlp.act, torch.nn.GELU) for block in text.model.h)
+    text.save(tmp_path)  # the saved model is GPT-2 as published: its own activation, same weights
+    plain = GPT2Model.from_pretrained(tmp_path / "text_encoder", use_safetensors=True).eval()
+    assert plain.config.activation_function == "gelu_new"
+    assert isinstance(plain.h[0].mlp.act, NewGELUActivation)
+    ids, mask = text.tokenize(["a red circle above a blue square", "Космический кот на Марсе"])
+    embeds = text.embed(ids).detach().requires_grad_()
+    ours = text(embeds, mask)
+    theirs = plain(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)
+                   ).last_hidden_state
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    g_ours, = torch.autograd.grad(ours.square().sum(), embeds)
+    g_theirs, = torch.autograd.grad(theirs.square().sum(), embeds)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-4, atol=1e-5)
+
+
 def test_vit_gives_one_token_per_patch(micro_preset):
     vit = load_image_encoder(micro_preset)
     tokens = vit(torch.zeros(3, 3, 32, 32))
