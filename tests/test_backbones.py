@@ -1,5 +1,7 @@
 import pytest
 import torch
+from transformers import GPT2Model
+from transformers.activations import NewGELUActivation
 
 from omni_gpt2o.backbones import ModelLoadError, gpt2_tokenizer_offline, load_image_encoder, load_text_encoder
 from omni_gpt2o.config import OmniConfig, get_preset
@@ -44,9 +46,6 @@ def test_backbones_round_trip_through_from_pretrained_folders(micro_preset, tmp_
 
 
 def test_gpt2_runs_the_fused_gelu_and_computes_the_same_states(micro_preset, tmp_path):
-    from transformers import GPT2Model
-    from transformers.activations import NewGELUActivation
-
     text = load_text_encoder(micro_preset)
     assert not any(isinstance(m, NewGELUActivation) for m in text.modules())
     assert all(isinstance(block.mlp.act, torch.nn.GELU) for block in text.model.h)
