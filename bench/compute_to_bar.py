@@ -6,12 +6,12 @@
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 60 --tune --set rollout=0 --model decoder_patch=2
 
 "Compute to bar X" is a run of `train --max-steps N`, N = budget / (FLOPs of an average training step),
-judged on its final (EMA) weights by the pixel judge on 400 validation captions. The FLOPs of each kind of
-step (plain, and rollout with its extra forward) are counted once with `FlopCounterMode` on the real
-`train_step`: forward and backward, the frozen GPT-2 and ViT included. A FLOP count leaves out norms,
-element-wise work and data loading, so the wall time of the same run is printed beside it, with the
-machine (CPU flags, precision) that made it. `--tune` judges on a split made only for choosing levers
-(seed 101), never the validation captions the README reports.
+judged on its final weights (raw, no moving average, as the demo keeps them) by the pixel judge on 400
+validation captions. The FLOPs of each kind of step (plain, and rollout with its extra forward) are
+counted once with `FlopCounterMode` on the real `train_step`: forward and backward, the frozen GPT-2 and
+ViT included. A FLOP count leaves out norms, element-wise work and data loading, so the wall time of the
+same run is printed beside it, with the machine (CPU flags, precision) that made it. `--tune` judges on a
+split made only for choosing levers (seed 101), never the validation captions the README reports.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from omni_gpt2o.compute import describe_machine, machine_info, run_flops, traini
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, get_preset
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
+from omni_gpt2o.demo import EMA_DECAY as DEMO_EMA_DECAY
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
 from omni_gpt2o.options import parse_assignments
@@ -152,7 +153,7 @@ def main() -> None:
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
-    settings = {"batch_size": DEMO_BATCH} | settings  # the demo's batch unless told otherwise
+    settings = {"batch_size": DEMO_BATCH, "ema_decay": DEMO_EMA_DECAY} | settings  # the demo's, unless told otherwise
     out = work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
     cfg = TrainConfig(data=str(train_dir), out=str(out), overwrite=True,
                       seed=args.seed, precision=args.precision, progress=True,
