@@ -139,6 +139,8 @@ def main() -> None:
                         help="share of two-object pictures in the training split (the spec's 0.5)")
     parser.add_argument("--same-colour-pairs", type=float, default=SAME_COLOUR_PAIRS,
                         help="share of training pairs of one colour (two shapes): colour cannot tell them apart")
+    parser.add_argument("--train-pictures", type=int, default=20000,
+                        help="pictures in the training split (the demo's 20,000)")
     parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
     parser.add_argument("--work", default="runs/compute")
     parser.add_argument("--name", help="run folder name under --work (default: from the settings)")
@@ -148,8 +150,10 @@ def main() -> None:
     work = Path(args.work)
     pairs = "" if args.two_object_share == 0.5 else f"-pairs{args.two_object_share:g}"
     pairs += f"-same{args.same_colour_pairs:g}" if args.same_colour_pairs else ""
-    train_dir = shapes_split(work / "data" / f"train-{args.seed}{pairs}", 20000, split="train", seed=args.seed,
-                             two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs)
+    pairs += "" if args.train_pictures == 20000 else f"-n{args.train_pictures}"
+    train_dir = shapes_split(work / "data" / f"train-{args.seed}{pairs}", args.train_pictures, split="train",
+                             seed=args.seed, two_object_share=args.two_object_share,
+                             same_colour_pairs=args.same_colour_pairs)
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
@@ -196,6 +200,7 @@ def main() -> None:
     print("\n".join(bar_lines(scores)))
     result = {"settings": settings, "model": model_settings, "seed": args.seed, "budget_tflop": args.budget_tflop,
               "two_object_share": args.two_object_share, "same_colour_pairs": args.same_colour_pairs,
+              "train_pictures": args.train_pictures,
               "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
               "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,
               "machine": info, "judged_on": "tuning" if args.tune else "validation", "scores": scores}
