@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, get_preset
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, TRAIN_IMAGES, get_preset
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.demo import EMA_DECAY as DEMO_EMA_DECAY
@@ -139,8 +139,9 @@ def main() -> None:
                         help="share of two-object pictures in the training split (the spec's 0.5)")
     parser.add_argument("--same-colour-pairs", type=float, default=SAME_COLOUR_PAIRS,
                         help="share of training pairs of one colour (two shapes): colour cannot tell them apart")
-    parser.add_argument("--train-pictures", type=int, default=20000,
-                        help="pictures in the training split (the demo's 20,000)")
+    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES,
+                        help="pictures in the training split, as the demo's flag (the warmup is counted in epochs: "
+                             "scale --set warmup_epochs to keep its steps)")
     parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
     parser.add_argument("--work", default="runs/compute")
     parser.add_argument("--name", help="run folder name under --work (default: from the settings)")
@@ -148,10 +149,10 @@ def main() -> None:
 
     settings, model_settings = parse_assignments(args.set), parse_assignments(args.model)
     work = Path(args.work)
-    pairs = "" if args.two_object_share == 0.5 else f"-pairs{args.two_object_share:g}"
-    pairs += f"-same{args.same_colour_pairs:g}" if args.same_colour_pairs else ""
-    pairs += "" if args.train_pictures == 20000 else f"-n{args.train_pictures}"
-    train_dir = shapes_split(work / "data" / f"train-{args.seed}{pairs}", args.train_pictures, split="train",
+    variant = "" if args.two_object_share == 0.5 else f"-pairs{args.two_object_share:g}"
+    variant += f"-same{args.same_colour_pairs:g}" if args.same_colour_pairs else ""
+    variant += "" if args.train_images == TRAIN_IMAGES else f"-n{args.train_images}"
+    train_dir = shapes_split(work / "data" / f"train-{args.seed}{variant}", args.train_images, split="train",
                              seed=args.seed, two_object_share=args.two_object_share,
                              same_colour_pairs=args.same_colour_pairs)
     val_seed = TUNING_SEED if args.tune else args.seed
@@ -200,7 +201,7 @@ def main() -> None:
     print("\n".join(bar_lines(scores)))
     result = {"settings": settings, "model": model_settings, "seed": args.seed, "budget_tflop": args.budget_tflop,
               "two_object_share": args.two_object_share, "same_colour_pairs": args.same_colour_pairs,
-              "train_pictures": args.train_pictures,
+              "train_images": args.train_images,
               "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
               "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,
               "machine": info, "judged_on": "tuning" if args.tune else "validation", "scores": scores}

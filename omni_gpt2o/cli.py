@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER, TRAIN_IMAGES
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.options import add_flags, checked, flag, from_flags
 from omni_gpt2o.train import TrainConfig
@@ -152,7 +152,7 @@ def build_parser() -> Parser:
     p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
     flag(p, "--out", default="runs/demo", help="folder for the data, the run, samples.png and report.json")
     flag(p, "--minutes", type=positive_float, default=15.0, help="training time budget")
-    flag(p, "--train-images", type=positive_int, default=20000, help="Shapes pictures to train on")
+    flag(p, "--train-images", type=positive_int, default=TRAIN_IMAGES, help="Shapes pictures to train on")
     flag(p, "--same-colour-pairs", type=float, default=SAME_COLOUR_PAIRS,
          help="share of the training pairs drawn in one colour (0: the grammar's two-colour pairs only)")
     flag(p, "--val-images", type=positive_int, default=400, help="validation captions, all scored at the end")

@@ -20,7 +20,7 @@ import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER, TRAIN_IMAGES
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path, json_text
@@ -55,7 +55,7 @@ LEARNING_RATE = 1e-3  # at BATCH_SIZE; bigger batches scale it by the square roo
 EMA_DECAY = 0.0
 
 
-def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = 20000,
+def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = TRAIN_IMAGES,
              val_images: int = 400, seed: int = 0, batch_size: int | None = None, curve_points: int = 3,
              curve_prompts: int = 100, precision: str = "auto", device: str = "auto",
              same_colour_pairs: float = SAME_COLOUR_PAIRS) -> dict:
