@@ -27,8 +27,9 @@ SCHEDULE_POWER = 1.5
 # where by the colour it drew there, a shortcut that fails on held-out colour-shape pairs.
 SAME_COLOUR_PAIRS = 0.3
 
-# Shapes training pictures the demo (and bench/compute_to_bar.py) draws: a 15-minute CPU run sees each about twice.
-# A 200-TFLOP run sees each ~8 times; 160,000 helped two seeds there but cost one at the demo's budget (README).
+# Shapes training pictures the demo (and bench/compute_to_bar.py) draws: a 15-minute CPU run sees each about twice,
+# a 200-TFLOP run ~8 times. 160,000 pictures (each seen about once) moved which training seeds make the pairs' jump
+# at 200 TFLOP, not how many (two in four either way), and cost one seed's pairs at the demo's budget (README).
 TRAIN_IMAGES = 20000
 
 
