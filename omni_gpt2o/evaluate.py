@@ -7,6 +7,7 @@ prefix and word order is used), or pictures come ready-made from a `generate` fo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ from omni_gpt2o.checkpoint import read_config
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.dataset import read_split
 from omni_gpt2o.fileio import OmniError, atomic_path, json_text
-from omni_gpt2o.judge import judge, summarise
+from omni_gpt2o.judge import HELD_OUT_PAIRS, find_objects, judge, parse_caption, summarise
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
 GROUPS = ("all", "one_object", "two_object", "seen", "held_out")
@@ -46,6 +47,39 @@ def evaluate_pipeline(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 
             records.append({"prompt": prompt, **vars(j)})
     return {"scores": summarise(judgements), "steps": steps, "guidance": guidance, "schedule_power": schedule_power,
             "eta": eta, "seed": seed, "prompts": len(prompts), "judgements": records}
+
+
+PAIR_OUTCOMES = ("right", "other's shape", "another shape", "missing")
+
+
+def pair_outcomes(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, guidance: float = DEFAULT_GUIDANCE,
+                  batch_size: int = 32, progress: bool = True) -> Counter:
+    """Where pairs fail: for each object of each two-object prompt, found by its colour in the drawn picture, one
+    of PAIR_OUTCOMES (the named shape, the other object's shape, another shape, no blob of that colour). Counts
+    by (held-out or seen colour-shape pair, first- or second-named object, outcome)."""
+    pairs = [p for p in prompts if len(parse_caption(p).objects) == 2]
+    counts: Counter = Counter()
+    for start in tqdm(range(0, len(pairs), batch_size), desc="pairs", unit="batch", disable=not progress):
+        batch = pairs[start: start + batch_size]
+        generators = [torch.Generator().manual_seed(start + i) for i in range(len(batch))]
+        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=generators).images
+        for prompt, image in zip(batch, images):
+            named = parse_caption(prompt).objects
+            blobs = {}
+            for blob in find_objects(image):  # largest first: keep each colour's main blob
+                blobs.setdefault(blob.colour, blob)
+            for k, (_, colour, shape) in enumerate(named):
+                other_shape = named[1 - k][2]
+                blob = blobs.get(colour)
+                if blob is None:
+                    outcome = "missing"
+                elif blob.shape == shape:
+                    outcome = "right"
+                else:
+                    outcome = "other's shape" if blob.shape == other_shape else "another shape"
+                kind = "held-out" if (colour, shape) in HELD_OUT_PAIRS else "seen"
+                counts[kind, ("first", "second")[k], outcome] += 1
+    return counts
 
 
 def evaluate_manifest(folder: str | Path) -> dict:

@@ -59,3 +59,37 @@ def test_split_prompts_cycle_through_captions(shapes_splits):
     prompts = split_prompts(val_dir)
     assert len(prompts) == 16 and len(set(prompts)) == 16
     assert split_prompts(val_dir, 5) == prompts[:5]
+
+
+class _DrawsTheCaption:
+    """A stand-in pipeline that draws each pair caption's objects exactly (or with a change), left and right."""
+
+    def __init__(self, change=None):
+        self.change = change or (lambda objects: objects)
+
+    def __call__(self, prompts, **kwargs):
+        from types import SimpleNamespace
+
+        from omni_gpt2o.data.shapes import Scene, ShapeObject, parse_caption, render_scene
+
+        images = []
+        for prompt in prompts:
+            named = self.change([(colour, shape) for _, colour, shape in parse_caption(prompt).objects])
+            objects = tuple(ShapeObject(c, s, "small", cx, 0.5, 0.24) for (c, s), cx in zip(named, (0.25, 0.75)))
+            images.append(render_scene(Scene(objects, None, "to the left of"), 64))
+        return SimpleNamespace(images=images)
+
+
+def test_pair_outcomes_tell_unbound_shapes_from_missing_objects():
+    from omni_gpt2o.evaluate import pair_outcomes
+
+    prompts = ["a cyan circle to the left of a red square", "a blue triangle above a green circle",
+               "a red circle on the left"]  # one object: not counted
+    right = pair_outcomes(_DrawsTheCaption(), prompts, progress=False)
+    assert right == {("held-out", "first", "right"): 1, ("seen", "second", "right"): 2, ("seen", "first", "right"): 1}
+    swapped = pair_outcomes(_DrawsTheCaption(lambda o: [(o[0][0], o[1][1]), (o[1][0], o[0][1])]), prompts,
+                            progress=False)  # each colour drawn in the other object's shape
+    assert swapped == {("held-out", "first", "other's shape"): 1, ("seen", "first", "other's shape"): 1,
+                       ("seen", "second", "other's shape"): 2}
+    one = pair_outcomes(_DrawsTheCaption(lambda o: [(o[0][0], "triangle")]), prompts[:1], progress=False)
+    assert one == {("held-out", "first", "another shape"): 1, ("seen", "second", "missing"): 1}
