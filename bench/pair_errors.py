@@ -22,6 +22,8 @@ from omni_gpt2o.evaluate import PAIR_OUTCOMES, pair_outcomes, split_prompts
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
 TUNING_SEED = 101  # bench/sampler.py's split: the demo's splits use seed 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", nargs="+", required=True)
