@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -31,20 +33,26 @@ def split_prompts(split_dir: str | Path, max_prompts: int | None = None) -> list
     return prompts[:max_prompts] if max_prompts else prompts
 
 
+def draw_prompts(pipe: OmniGPT2oPipeline, prompts: list[str], seed: int = 0, batch_size: int = 32,
+                 progress: bool = True, desc: str = "draw", **sampler: Any) -> Iterator[tuple[str, Image.Image]]:
+    """(prompt, picture) for each prompt, in batches; picture i from its own generator seeded `seed + i`, so it
+    does not depend on the batch size. `sampler`: the pipeline's keyword arguments."""
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", disable=not progress):
+        batch = prompts[start: start + batch_size]
+        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
+        yield from zip(batch, pipe(batch, generator=gens, **sampler).images)
+
+
 def evaluate_pipeline(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, guidance: float = DEFAULT_GUIDANCE,
                       seed: int = 0, batch_size: int = 32, progress: bool = True,
                       schedule_power: float = SCHEDULE_POWER, eta: float = 0.0) -> dict:
     """Generate one picture per prompt (seed + index) and judge it."""
     judgements, records = [], []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="evaluate", unit="batch", disable=not progress):
-        batch = prompts[start: start + batch_size]
-        gens = [torch.Generator().manual_seed(seed + start + i) for i in range(len(batch))]
-        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                      schedule_power=schedule_power, eta=eta).images
-        for prompt, image in zip(batch, images):
-            j = judge(image, prompt)
-            judgements.append(j)
-            records.append({"prompt": prompt, **vars(j)})
+    for prompt, image in draw_prompts(pipe, prompts, seed, batch_size, progress, "evaluate", num_inference_steps=steps,
+                                      guidance_scale=guidance, schedule_power=schedule_power, eta=eta):
+        j = judge(image, prompt)
+        judgements.append(j)
+        records.append({"prompt": prompt, **vars(j)})
     return {"scores": summarise(judgements), "steps": steps, "guidance": guidance, "schedule_power": schedule_power,
             "eta": eta, "seed": seed, "prompts": len(prompts), "judgements": records}
 
@@ -59,26 +67,23 @@ def pair_outcomes(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, g
     by (held-out or seen colour-shape pair, first- or second-named object, outcome)."""
     pairs = [p for p in prompts if len(parse_caption(p).objects) == 2]
     counts: Counter = Counter()
-    for start in tqdm(range(0, len(pairs), batch_size), desc="pairs", unit="batch", disable=not progress):
-        batch = pairs[start: start + batch_size]
-        generators = [torch.Generator().manual_seed(start + i) for i in range(len(batch))]
-        images = pipe(batch, num_inference_steps=steps, guidance_scale=guidance, generator=generators).images
-        for prompt, image in zip(batch, images):
-            named = parse_caption(prompt).objects
-            blobs = {}
-            for blob in find_objects(image):  # largest first: keep each colour's main blob
-                blobs.setdefault(blob.colour, blob)
-            for k, (_, colour, shape) in enumerate(named):
-                other_shape = named[1 - k][2]
-                blob = blobs.get(colour)
-                if blob is None:
-                    outcome = "missing"
-                elif blob.shape == shape:
-                    outcome = "right"
-                else:
-                    outcome = "other's shape" if blob.shape == other_shape else "another shape"
-                kind = "held-out" if (colour, shape) in HELD_OUT_PAIRS else "seen"
-                counts[kind, ("first", "second")[k], outcome] += 1
+    for prompt, image in draw_prompts(pipe, pairs, 0, batch_size, progress, "pairs", num_inference_steps=steps,
+                                      guidance_scale=guidance):
+        named = parse_caption(prompt).objects
+        blobs = {}
+        for blob in find_objects(image):  # largest first: keep each colour's main blob
+            blobs.setdefault(blob.colour, blob)
+        for k, (_, colour, shape) in enumerate(named):
+            other_shape = named[1 - k][2]
+            blob = blobs.get(colour)
+            if blob is None:
+                outcome = "missing"
+            elif blob.shape == shape:
+                outcome = "right"
+            else:
+                outcome = "other's shape" if blob.shape == other_shape else "another shape"
+            kind = "held-out" if (colour, shape) in HELD_OUT_PAIRS else "seen"
+            counts[kind, ("first", "second")[k], outcome] += 1
     return counts
 
 
