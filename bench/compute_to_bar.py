@@ -33,7 +33,7 @@ from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.demo import EMA_DECAY as DEMO_EMA_DECAY
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
-from omni_gpt2o.options import parse_assignments
+from omni_gpt2o.options import checked, parse_assignments
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import Learner, StepBatch, TrainConfig, alignment_targets, train, train_step
 
@@ -126,7 +126,8 @@ def bar_lines(scores: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-tflop", type=float, help="train for this much compute, then judge")
+    parser.add_argument("--budget-tflop", type=checked(float, positive=True),
+                        help="train for this much compute, then judge")
     parser.add_argument("--breakdown", action="store_true", help="print where one step's FLOPs go")
     parser.add_argument("--set", nargs="*", action="extend", default=[],
                         help="TrainConfig fields, e.g. rollout=0 learning_rate=2e-3 (may be repeated)")
@@ -134,12 +135,14 @@ def main() -> None:
                         help="OmniConfig fields, e.g. decoder_patch=4 (may be repeated)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
-    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--prompts", type=checked(int, positive=True), default=400)
     parser.add_argument("--two-object-share", type=float, default=0.5,
                         help="share of two-object pictures in the training split (the spec's 0.5)")
     parser.add_argument("--same-colour-pairs", type=float, default=SAME_COLOUR_PAIRS,
                         help="share of training pairs of one colour (two shapes): colour cannot tell them apart")
-    parser.add_argument("--train-images", type=int, default=TRAIN_IMAGES,
+    parser.add_argument("--swappable-pairs", action="store_true",
+                        help="keep only training pairs whose shapes could trade places (no held-out shortcut)")
+    parser.add_argument("--train-images", type=checked(int, positive=True), default=TRAIN_IMAGES,
                         help="pictures in the training split, as the demo's flag (the warmup is counted in epochs: "
                              "scale --set warmup_epochs to keep its steps)")
     parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
@@ -151,10 +154,11 @@ def main() -> None:
     work = Path(args.work)
     variant = "" if args.two_object_share == 0.5 else f"-pairs{args.two_object_share:g}"
     variant += f"-same{args.same_colour_pairs:g}" if args.same_colour_pairs else ""
+    variant += "-swap" if args.swappable_pairs else ""
     variant += "" if args.train_images == TRAIN_IMAGES else f"-n{args.train_images}"
     train_dir = shapes_split(work / "data" / f"train-{args.seed}{variant}", args.train_images, split="train",
                              seed=args.seed, two_object_share=args.two_object_share,
-                             same_colour_pairs=args.same_colour_pairs)
+                             same_colour_pairs=args.same_colour_pairs, swappable_pairs=args.swappable_pairs)
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
@@ -201,6 +205,7 @@ def main() -> None:
     print("\n".join(bar_lines(scores)))
     result = {"settings": settings, "model": model_settings, "seed": args.seed, "budget_tflop": args.budget_tflop,
               "two_object_share": args.two_object_share, "same_colour_pairs": args.same_colour_pairs,
+              "swappable_pairs": args.swappable_pairs,
               "train_images": args.train_images,
               "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
               "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,

@@ -91,6 +91,9 @@ def build_parser() -> Parser:
     flag(p, "--same-colour-pairs", type=float, default=0.0,
          help="train only: share of pairs drawn in one colour (two shapes), outside the grammar's two-colour rule; "
               "it keeps a model from telling the objects apart by colour alone")
+    flag(p, "--swappable-pairs", action="store_true",
+         help="train only: keep only pairs whose shapes could trade places without making a held-out pair, so "
+              "that which colour never takes which shape cannot tell a pair's objects apart")
 
     p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
@@ -182,7 +185,8 @@ def run(args: argparse.Namespace) -> None:
         from omni_gpt2o.data.shapes import make_shapes
 
         out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size,
-                          two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs)
+                          two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs,
+                          swappable_pairs=args.swappable_pairs)
         print(f"wrote {args.num_images} {args.split} pictures to {out}")
 
     elif args.command == "prepare-coco":

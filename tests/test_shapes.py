@@ -196,6 +196,26 @@ def test_same_colour_pairs_show_two_shapes_of_one_colour_in_train_only() -> None
         sample_scene(random.Random(0), "val", same_colour_pairs=0.3)
 
 
+def test_swappable_pairs_leave_no_pair_told_apart_by_a_held_out_shape() -> None:
+    def shortcut_share(scenes: list) -> float:  # pairs whose swapped shapes would make a held-out pair
+        pairs = [s.objects for s in scenes]
+        told = [(a.colour, b.shape) in SPEC_HELD_OUT or (b.colour, a.shape) in SPEC_HELD_OUT for a, b in pairs]
+        return sum(told) / len(pairs)
+
+    plain = [sample_scene(random.Random(i), "train", 64, 1.0) for i in range(600)]
+    swappable = [sample_scene(random.Random(i), "train", 64, 1.0, swappable_pairs=True) for i in range(600)]
+    assert 0.2 < shortcut_share(plain) < 0.37  # ~28% by count: the shortcut the option removes
+    assert shortcut_share(swappable) == 0.0
+    assert not {(o.colour, o.shape) for s in swappable for o in s.objects} & SPEC_HELD_OUT
+    # every colour and shape still shows up in pairs, and the first object is drawn as without the option
+    assert {o.colour for s in swappable for o in s.objects} == set(SPEC_COLOURS)
+    assert {o.shape for s in swappable for o in s.objects} == set(SPEC_SHAPES)
+    first = [[(s.objects[0].colour, s.objects[0].shape) for s in scenes] for scenes in (plain, swappable)]
+    assert first[0] == first[1]
+    with pytest.raises(ValueError, match="training splits only"):
+        sample_scene(random.Random(0), "test", swappable_pairs=True)
+
+
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_val_forces_held_out_pairs(split: str) -> None:
     sampled = scenes(split, 400, seed=4)
@@ -482,6 +502,8 @@ def test_make_shapes_is_deterministic(tmp_path: Path) -> None:
         {"num_images": 2, "two_object_share": -0.1},
         {"num_images": 2, "same_colour_pairs": 1.5},
         {"num_images": 2, "split": "test", "same_colour_pairs": 0.2},
+        {"num_images": 2, "split": "val", "swappable_pairs": True},
+        {"num_images": 2, "swappable_pairs": 1},
     ],
 )
 def test_make_shapes_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:

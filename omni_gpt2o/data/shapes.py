@@ -144,14 +144,28 @@ def _check_same_colour(share: float, split: str) -> None:
         raise ValueError(f"same_colour_pairs is for training splits only: {split} keeps the spec's two colours.")
 
 
+def _check_swappable(swappable: bool, split: str) -> None:
+    if not isinstance(swappable, bool):
+        raise ValueError(f"swappable_pairs must be True or False, got {swappable!r}.")
+    if swappable and split != "train":
+        raise ValueError(f"swappable_pairs is for training splits only: {split} keeps the spec's pairs.")
+
+
 def _check_size(size: int) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size < _MIN_SIZE:
         raise ValueError(f"size must be an integer of at least {_MIN_SIZE} pixels, got {size!r}.")
 
 
-def _sample_identities(rng: random.Random, n: int, split: str, same_colour: float = 0.0) -> list[tuple[str, str]]:
+def _swappable(first: tuple[str, str], second: tuple[str, str]) -> bool:
+    """True when the two objects' shapes could trade places without making a held-out pair."""
+    return (first[0], second[1]) not in HELD_OUT_PAIRS and (second[0], first[1]) not in HELD_OUT_PAIRS
+
+
+def _sample_identities(rng: random.Random, n: int, split: str, same_colour: float = 0.0,
+                       swappable: bool = False) -> list[tuple[str, str]]:
     """Colour-shape pairs for n objects: distinct colours (in train, the same colour and another shape with
-    probability ``same_colour``); train avoids held-out pairs."""
+    probability ``same_colour``); train avoids held-out pairs, and with ``swappable`` keeps only pairs whose
+    shapes could trade places."""
     colours = list(COLOURS)
     if split == "train":
         allowed = [(c, s) for c in colours for s in SHAPES if (c, s) not in HELD_OUT_PAIRS]
@@ -160,8 +174,10 @@ def _sample_identities(rng: random.Random, n: int, split: str, same_colour: floa
             return [first]
         if same_colour and rng.random() < same_colour:
             return [first, rng.choice([p for p in allowed if p[0] == first[0] and p != first])]
-        second = rng.choice([p for p in allowed if p[0] != first[0]])
-        return [first, second]
+        while True:
+            second = rng.choice([p for p in allowed if p[0] != first[0]])
+            if not swappable or _swappable(first, second):
+                return [first, second]
 
     # val / test: any pair, but half of the scenes are forced to show a held-out pair so that the
     # composition score has enough samples (held-out pairs are only 3 of 18 otherwise).
@@ -195,7 +211,7 @@ def _fits(objects: tuple[ShapeObject, ...], size: int) -> bool:
 
 
 def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_object_share: float = 0.5,
-                 same_colour_pairs: float = 0.0) -> Scene:
+                 same_colour_pairs: float = 0.0, swappable_pairs: bool = False) -> Scene:
     """Draw one scene: one or two objects (two with probability ``two_object_share``, 0.5 by the spec) with
     all numbers uniform in the spec's ranges.
 
@@ -204,7 +220,10 @@ def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_o
     objects of different colours, their midpoint within 0.42-0.58 on both axes. ``same_colour_pairs``
     (train only, 0 by the spec) draws that share of the pairs in one colour with two different shapes:
     with them a model cannot tell the two objects apart by colour alone, and must read which shape
-    the caption puts where.
+    the caption puts where. ``swappable_pairs`` (train only, off by the spec) keeps only two-colour pairs
+    whose shapes could trade places without making a held-out pair: otherwise ~28% of the pairs can be
+    told apart by which colour never takes which shape, a shortcut that draws held-out pairs with their
+    shapes swapped.
 
     ``split="train"`` never uses a held-out colour-shape pair. ``"val"`` / ``"test"`` may use any
     pair, and with probability 0.5 one object is forced to be a held-out pair (chosen uniformly), so
@@ -215,7 +234,8 @@ def sample_scene(rng: random.Random, split: str = "train", size: int = 64, two_o
     _check_share(two_object_share)
     n = 1 if rng.random() < 1 - two_object_share else 2  # 0.5: the draws of the spec's splits
     _check_same_colour(same_colour_pairs, split)
-    identities = _sample_identities(rng, n, split, same_colour_pairs)
+    _check_swappable(swappable_pairs, split)
+    identities = _sample_identities(rng, n, split, same_colour_pairs, swappable_pairs)
 
     if n == 1:
         ((colour, shape),) = identities
@@ -461,7 +481,7 @@ def _split_rng(seed: int, split: str) -> random.Random:
 
 def make_shapes(
     out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
-    two_object_share: float = 0.5, same_colour_pairs: float = 0.0,
+    two_object_share: float = 0.5, same_colour_pairs: float = 0.0, swappable_pairs: bool = False,
 ) -> Path:
     """Write a Shapes split to ``out_dir`` (COCO captions layout) and return the folder.
 
@@ -469,7 +489,8 @@ def make_shapes(
     "annotations" (up to five captions per picture) and "objects" (ground truth, bbox [x, y, w, h]
     in pixels). The same arguments give byte-identical files. ``two_object_share`` (the spec's 0.5 by
     default) lets a training split show more pairs; ``same_colour_pairs`` (0 by the spec) draws that share
-    of a training split's pairs in one colour with two shapes.
+    of a training split's pairs in one colour with two shapes; ``swappable_pairs`` (off by the spec) keeps
+    only training pairs whose shapes could trade places (:func:`sample_scene`).
     """
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer of at least 1, got {num_images!r}.")
@@ -477,6 +498,7 @@ def make_shapes(
     _check_split(split)
     _check_share(two_object_share)
     _check_same_colour(same_colour_pairs, split)
+    _check_swappable(swappable_pairs, split)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer, got {seed!r}.")
 
@@ -495,7 +517,7 @@ def make_shapes(
         disable=num_images < _PROGRESS_MIN_IMAGES,
     )
     for image_id in progress:
-        scene = sample_scene(rng, split, size, two_object_share, same_colour_pairs)
+        scene = sample_scene(rng, split, size, two_object_share, same_colour_pairs, swappable_pairs)
         file_name = f"{image_id:012d}.png"
         # Fixed PNG options and no metadata: the bytes depend only on the pixels.
         render_scene(scene, size).save(image_dir / file_name, format="PNG", optimize=False, compress_level=6)
@@ -530,7 +552,7 @@ def make_shapes(
 
 def shapes_split(
     out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
-    two_object_share: float = 0.5, same_colour_pairs: float = 0.0,
+    two_object_share: float = 0.5, same_colour_pairs: float = 0.0, swappable_pairs: bool = False,
 ) -> Path:
     """:func:`make_shapes`, unless ``out_dir`` already holds the split these arguments make.
 
@@ -544,10 +566,12 @@ def shapes_split(
         arguments["two_object_share"] = two_object_share
     if same_colour_pairs:
         arguments["same_colour_pairs"] = same_colour_pairs
+    if swappable_pairs:
+        arguments["swappable_pairs"] = swappable_pairs
     settings = json.dumps(arguments)
     if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
         print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
         make_shapes(out, num_images, split=split, seed=seed, size=size, two_object_share=two_object_share,
-                    same_colour_pairs=same_colour_pairs)
+                    same_colour_pairs=same_colour_pairs, swappable_pairs=swappable_pairs)
         marker.write_text(settings)
     return out
