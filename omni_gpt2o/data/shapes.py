@@ -174,8 +174,9 @@ def _sample_identities(rng: random.Random, n: int, split: str, same_colour: floa
             return [first]
         if same_colour and rng.random() < same_colour:
             return [first, rng.choice([p for p in allowed if p[0] == first[0] and p != first])]
-        while True:
-            second = rng.choice([p for p in allowed if p[0] != first[0]])
+        others = [p for p in allowed if p[0] != first[0]]
+        while True:  # rejection keeps the draws of the plain split when swappable is off
+            second = rng.choice(others)
             if not swappable or _swappable(first, second):
                 return [first, second]
 
