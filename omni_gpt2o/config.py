@@ -78,6 +78,11 @@ class OmniConfig:
     # Off in `tiny`: at 200 TFLOP it helped late (two of four seeds met every hour bar, one without), but at
     # 60 TFLOP one seed's pairs fell to 4% (bench/compute_to_bar.py, the README's lever table).
     text_token_shift: bool = False
+    # True: the decoder's cross-attention chooses each word by the text state just before it (its keys) and
+    # reads the word's own state (its values). GPT-2 is causal, so that earlier state has not seen the word:
+    # a blob drawn cyan can find "the word after cyan", but cannot learn to shun "circle" because cyan is
+    # never a circle in training (the shortcut that draws held-out pairs in the other object's shape).
+    decoder_shifted_keys: bool = False
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)

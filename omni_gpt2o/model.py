@@ -8,7 +8,8 @@ The whole data flow, in one place:
     states at draft patches ──heads──> VAE latent per patch (mean, log-variance) ──sample──> z grid
     z grid + draft + GPT-2 text states ──decoder──> image
     (text states: GPT-2's last layer, or with `text_layer_mix` a learned mix of all its layers;
-     with `text_token_shift` each token also carries the word before it)
+     with `text_token_shift` each token also carries the word before it; with `decoder_shifted_keys`
+     the decoder picks each token by the state before it)
 
 Frozen (never trained, no gradient to their weights): GPT-2, the ViT.
 Trained (the glue): draft projection + separator, latent heads, alignment head, layer mix, token shift, decoder.
@@ -76,6 +77,13 @@ class LayerMix(nn.Module):
     def forward(self, layers: Sequence[torch.Tensor]) -> torch.Tensor:
         w = self.weights.softmax(0).to(layers[0].dtype)
         return sum(w[i] * F.layer_norm(h, h.shape[-1:]) for i, h in enumerate(layers))
+
+
+def state_before_each_token(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token i gets token i - 1's state; the first real token (after left padding) gets zeros."""
+    before = F.pad(states[:, :-1], (0, 0, 1, 0))
+    real_before = F.pad(mask[:, :-1], (1, 0)).to(states.dtype).unsqueeze(-1)
+    return before * real_before
 
 
 @dataclass
@@ -164,8 +172,10 @@ class OmniGPT2o(nn.Module):
         gh, gw = self.image_encoder.grid_size
         z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)
         # 5. Trained decoder draws the picture.
-        values = words if self.config.decoder_word_values else None
-        image = self.decoder(z_grid, draft, strength, context, context_mask, values=values)
+        keys, values = context, (words if self.config.decoder_word_values else None)
+        if self.config.decoder_shifted_keys:  # each word is picked by what came before it
+            keys, values = state_before_each_token(context, context_mask), (context if values is None else values)
+        image = self.decoder(z_grid, draft, strength, keys, context_mask, values=values)
         return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states))
 
 

@@ -225,3 +225,36 @@ def test_token_shift_adds_the_word_before_each_token(micro_preset):
     # token i carries word i - 1 (the first token nothing), through the learned projection
     assert torch.allclose(added[:, 1:], shift.token_shift(words[:, :-1]), atol=1e-5)
     assert torch.allclose(added[:, 0], torch.zeros_like(added[:, 0]))
+
+
+def test_state_before_each_token_skips_left_padding():
+    from omni_gpt2o.model import state_before_each_token
+
+    states = torch.arange(1.0, 9.0).view(2, 4, 1)  # two prompts of 4 tokens, the second left-padded by 2
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    before = state_before_each_token(states, mask)
+    assert before[0, :, 0].tolist() == [0.0, 1.0, 2.0, 3.0]  # token i gets token i - 1; the first nothing
+    assert before[1, 2:, 0].tolist() == [0.0, 7.0]  # the first real token sees no padding state
+
+
+def test_shifted_keys_pick_each_word_by_the_state_before_it(micro_preset):
+    from omni_gpt2o.model import build_model
+
+    model = build_model(micro_preset.replace(text_layer_mix=True, decoder_shifted_keys=True))
+    with torch.no_grad():  # as after some training: no zero-initialised layer hides the text
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    seen = {}
+    model.decoder.register_forward_hook(lambda mod, args, kwargs, out: seen.update(keys=args[3], **kwargs),
+                                        with_kwargs=True)
+    ids, mask, draft, t = _batch(model, ["a cyan circle on the left", "a cyan square on the left"])
+    out = model(ids, mask, draft, t)
+    keys, values = seen["keys"], seen["values"]
+    assert torch.allclose(keys[:, 1:], values[:, :-1]) and keys[:, 0].abs().max() == 0
+    # "circle" and "square" differ in what is read there, never in how the word is found: GPT-2 is causal
+    shape = (ids[0] != ids[1]).nonzero().item()
+    assert torch.allclose(keys[0, : shape + 1], keys[1, : shape + 1], atol=1e-6)
+    assert not torch.allclose(values[0, shape], values[1, shape], atol=1e-3)
+    assert not torch.allclose(out.image[0], out.image[1], atol=1e-4)  # the shape word still reaches the picture
+    out.image.sum().backward()
+    assert model.text_layer_mix.weights.grad.abs().sum() > 0
