@@ -29,7 +29,7 @@ SAME_COLOUR_PAIRS = 0.3
 
 # Shapes training pictures the demo (and bench/compute_to_bar.py) draws: a 15-minute CPU run sees each about twice,
 # a 200-TFLOP run ~8 times. 160,000 pictures (each seen about once) moved which training seeds make the pairs' jump
-# at 200 TFLOP, not how many (two in four either way), and cost one seed's pairs at the demo's budget (README).
+# at 200 TFLOP, not how many (two in four either way), and cost one seed's pairs at the demo's budget (docs/levers.md).
 TRAIN_IMAGES = 20000
 
 
@@ -76,7 +76,7 @@ class OmniConfig:
     # learned zero-initialised projection), so "circle" after "cyan" is "circle" + "after cyan", a sum of known
     # parts. A blob drawn cyan can then find its shape word by the colour before it, for any colour-shape pair.
     # Off in `tiny`: at 200 TFLOP it helped late (two of four seeds met every hour bar, one without), but at
-    # 60 TFLOP one seed's pairs fell to 4% (bench/compute_to_bar.py, the README's lever table).
+    # 60 TFLOP one seed's pairs fell to 4% (bench/compute_to_bar.py, docs/levers.md).
     text_token_shift: bool = False
     # True: the decoder's cross-attention chooses each word by the text state just before it (its keys) and
     # reads the word's own state (its values). GPT-2 is causal, so that earlier state has not seen the word:
