@@ -82,7 +82,9 @@ class OmniConfig:
     # reads the word's own state (its values). GPT-2 is causal, so that earlier state has not seen the word:
     # a blob drawn cyan can find "the word after cyan", but cannot learn to shun "circle" because cyan is
     # never a circle in training (the shortcut that draws held-out pairs in the other object's shape).
-    # Off in `tiny`: at 200 TFLOP it gave one seed every hour bar and cost another its pairs (docs/levers.md).
+    # Off in `tiny`: at 200 TFLOP it gave one seed every hour bar and cost another its pairs; with
+    # `decoder_word_values` too (keys from the mix one token back, values the words), three of four seeds passed the
+    # pair bar, none the held-out gap (docs/levers.md).
     decoder_shifted_keys: bool = False
 
     def __post_init__(self) -> None:

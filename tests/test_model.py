@@ -257,4 +257,34 @@ def test_shifted_keys_pick_each_word_by_the_state_before_it(micro_preset):
     assert not torch.allclose(values[0, shape], values[1, shape], atol=1e-3)
     assert not torch.allclose(out.image[0], out.image[1], atol=1e-4)  # the shape word still reaches the picture
     out.image.sum().backward()
+
+
+def test_shifted_keys_with_word_values_read_each_word_itself(micro_preset):
+    """Both options: a word is found by the mixed state before it and read as its own input embedding, so
+    neither the key nor the value of "circle" after "cyan" is a state that a held-out pair makes new."""
+    from omni_gpt2o.model import build_model
+
+    model = build_model(micro_preset.replace(text_layer_mix=True, decoder_shifted_keys=True,
+                                             decoder_word_values=True))
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    seen = {}
+    model.decoder.register_forward_hook(lambda mod, args, kwargs, out: seen.update(keys=args[3], **kwargs),
+                                        with_kwargs=True)
+    model.text_encoder.register_forward_hook(lambda mod, args, out: seen.update(layers=out))
+    prompts = ["a red square to the left of a cyan circle", "a red circle to the left of a cyan square"]
+    ids, mask, draft, t = _batch(model, prompts)
+    out = model(ids, mask, draft, t)
+    text = [h[:, : ids.shape[1] + 1] for h in seen["layers"]]
+    mixed = model.text_layer_mix(text)
+    assert torch.allclose(seen["keys"][:, 1:], mixed[:, :-1], atol=1e-6)  # keys: the mix, one token late
+    words = torch.nn.functional.layer_norm(text[0], text[0].shape[-1:])
+    assert torch.allclose(seen["values"], words, atol=1e-6)  # values: each word itself
+    last = ids.shape[1] - 1  # "circle" / "square": read as themselves, found by a key that saw the first object
+    assert not torch.allclose(seen["values"][0, last], seen["values"][1, last], atol=1e-3)
+    assert not torch.allclose(seen["keys"][0, last], seen["keys"][1, last], atol=1e-3)
+    assert not torch.allclose(out.image[0], out.image[1], atol=1e-4)
+    out.image.sum().backward()
+    assert model.text_layer_mix.weights.grad.abs().sum() > 0  # the keys still train the mix
     assert model.text_layer_mix.weights.grad.abs().sum() > 0
