@@ -56,7 +56,8 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     (FlopCounterMode's own per-module split misplaces backward FLOPs of modules whose inputs need no grad.)"""
     parts = {"GPT-2 (frozen; backward to its inputs)": model.text_encoder, "ViT (frozen)": model.image_encoder,
              "draft projection + heads": [model.draft_projection, model.latent_heads, model.alignment_head],
-             "decoder: conditioning (strength, pooled prompt)": [model.decoder.strength_mlp, model.decoder.text_pool]}
+             "decoder: conditioning (strength, pooled prompt)":
+                 [model.decoder.strength_mlp] + ([model.decoder.text_pool] if model.decoder.text_pool else [])}
     dec = model.decoder
     n = len(dec.down)
     side = model.config.image_size // model.config.decoder_patch

@@ -86,6 +86,10 @@ class OmniConfig:
     # `decoder_word_values` too (keys from the mix one token back, values the words), three of four seeds passed the
     # pair bar, none the held-out gap (docs/levers.md).
     decoder_shifted_keys: bool = False
+    # False: no block's FiLM gets the pooled prompt (the mean of the tokens the decoder reads), only the draft
+    # strength. The pool is a bag of words ("cyan", "red", "circle", "square"): a place drawn cyan can learn from
+    # it which shape word is there and, cyan never being a circle in training, give the circle to the other object.
+    decoder_text_pool: bool = True
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)

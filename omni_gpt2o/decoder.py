@@ -104,15 +104,17 @@ class Level(nn.Module):
 class PixelDecoder(nn.Module):
     def __init__(self, latent_dim: int, context_dim: int, channels: tuple[int, ...],
                  attention_levels: tuple[int, ...], blocks: int = 1, heads: int = 4, patch: int = 1,
-                 pixel_channels: int = 0):
+                 pixel_channels: int = 0, text_pool: bool = True):
         super().__init__()
         self.patch = patch
         emb_dim = 4 * channels[0]
         self.emb_dim = emb_dim
         self.strength_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         # The prompt as a whole (mean of GPT-2's token states) joins the strength in every block's FiLM,
-        # so even the full-resolution blocks, which have no cross-attention, know what to draw.
-        self.text_pool = nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, emb_dim))
+        # so even the full-resolution blocks, which have no cross-attention, know what to draw. `text_pool=False`
+        # leaves it out: each place then learns the prompt only from the words its cross-attention reads.
+        self.text_pool = (nn.Sequential(nn.LayerNorm(context_dim), nn.Linear(context_dim, emb_dim))
+                          if text_pool else None)
         self.conv_in = nn.Conv2d(3 * patch**2, channels[0], 3, padding=1)
 
         def ctx(level: int) -> int | None:
@@ -143,10 +145,11 @@ class PixelDecoder(nn.Module):
                 context: torch.Tensor, context_mask: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:
         """`context`: the text's token states; `values`: what cross-attention reads from them when it is not
         `context` itself (then also what the pooled prompt averages)."""
-        said = context if values is None else values
-        weights = context_mask.to(said.dtype).unsqueeze(-1)
-        pooled = (said * weights).sum(1) / weights.sum(1).clamp(min=1)
-        emb = self.strength_mlp(strength_embedding(strength, self.emb_dim).to(draft.dtype)) + self.text_pool(pooled)
+        emb = self.strength_mlp(strength_embedding(strength, self.emb_dim).to(draft.dtype))
+        if self.text_pool is not None:
+            said = context if values is None else values
+            weights = context_mask.to(said.dtype).unsqueeze(-1)
+            emb = emb + self.text_pool((said * weights).sum(1) / weights.sum(1).clamp(min=1))
         h = self.conv_in(F.pixel_unshuffle(draft, self.patch) if self.patch > 1 else draft)
         skips = []
         for i, level in enumerate(self.down):

@@ -116,6 +116,7 @@ class OmniGPT2o(nn.Module):
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
             config.decoder_blocks, config.decoder_heads, config.decoder_patch, config.decoder_pixel_channels,
+            config.decoder_text_pool,
         )
 
     FROZEN = ("text_encoder", "image_encoder")

@@ -288,3 +288,38 @@ def test_shifted_keys_with_word_values_read_each_word_itself(micro_preset):
     assert not torch.allclose(out.image[0], out.image[1], atol=1e-4)
     out.image.sum().backward()
     assert model.text_layer_mix.weights.grad.abs().sum() > 0  # the keys still train the mix
+
+
+def test_without_the_text_pool_the_prompt_reaches_the_decoder_only_through_its_attention(micro_preset):
+    """`decoder_text_pool=False`: every block's FiLM sees the draft strength alone, the same for any prompt, and
+    the prompt still changes the picture (through cross-attention, which still trains)."""
+    from omni_gpt2o.decoder import ResBlock
+    from omni_gpt2o.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(micro_preset.replace(decoder_text_pool=False))
+    assert model.decoder.text_pool is None
+    assert not any("text_pool" in k for k in model.trainable_state_dict())
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    films = []
+    for block in model.decoder.modules():
+        if isinstance(block, ResBlock):
+            block.register_forward_pre_hook(lambda mod, args: films.append(args[1]))
+    prompts = ["a red square to the left of a cyan circle", "a blue triangle at the top"]
+    ids, mask, draft, t = _batch(model, prompts)
+    draft = draft[:1].expand(2, -1, -1, -1)  # one draft for both: only the prompts differ
+    out = model(ids, mask, draft, t)
+    assert films and all(torch.equal(emb[0], emb[1]) for emb in films)  # FiLM: no word of the prompt
+    assert not torch.allclose(out.image[0], out.image[1], atol=1e-4)  # the words still reach the picture
+    out.image.sum().backward()
+    assert model.decoder.down[0].attns[0].to_kv.weight.grad.abs().sum() > 0
+    # With the pool (the default) the same prompts give the blocks different FiLM inputs.
+    films.clear()
+    pooled = build_model(micro_preset)
+    for block in pooled.decoder.modules():
+        if isinstance(block, ResBlock):
+            block.register_forward_pre_hook(lambda mod, args: films.append(args[1]))
+    pooled(ids, mask, draft, t)
+    assert films and not torch.equal(films[0][0], films[0][1])
