@@ -89,6 +89,8 @@ class OmniConfig:
     # False: no block's FiLM gets the pooled prompt (the mean of the tokens the decoder reads), only the draft
     # strength. The pool is a bag of words ("cyan", "red", "circle", "square"): a place drawn cyan can learn from
     # it which shape word is there and, cyan never being a circle in training, give the circle to the other object.
+    # At 200 TFLOP with both options above, two of four seeds met every hour bar (the recipe: one), one lost its
+    # pairs and one its held-out single objects (docs/levers.md).
     decoder_text_pool: bool = True
 
     def __post_init__(self) -> None:
