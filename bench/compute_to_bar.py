@@ -57,7 +57,7 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     parts = {"GPT-2 (frozen; backward to its inputs)": model.text_encoder, "ViT (frozen)": model.image_encoder,
              "draft projection + heads": [model.draft_projection, model.latent_heads, model.alignment_head],
              "decoder: conditioning (strength, pooled prompt)":
-                 [model.decoder.strength_mlp] + ([model.decoder.text_pool] if model.decoder.text_pool else [])}
+                 [m for m in (model.decoder.strength_mlp, model.decoder.text_pool) if m is not None]}
     dec = model.decoder
     n = len(dec.down)
     side = model.config.image_size // model.config.decoder_patch

@@ -303,10 +303,14 @@ def test_without_the_text_pool_the_prompt_reaches_the_decoder_only_through_its_a
     with torch.no_grad():
         for p in model.decoder.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    films = []
-    for block in model.decoder.modules():
-        if isinstance(block, ResBlock):
-            block.register_forward_pre_hook(lambda mod, args: films.append(args[1]))
+    def record_films(m) -> list:  # what each decoder block's FiLM is given, block by block
+        films = []
+        for block in m.decoder.modules():
+            if isinstance(block, ResBlock):
+                block.register_forward_pre_hook(lambda mod, args: films.append(args[1]))
+        return films
+
+    films = record_films(model)
     prompts = ["a red square to the left of a cyan circle", "a blue triangle at the top"]
     ids, mask, draft, t = _batch(model, prompts)
     draft = draft[:1].expand(2, -1, -1, -1)  # one draft for both: only the prompts differ
@@ -316,10 +320,7 @@ def test_without_the_text_pool_the_prompt_reaches_the_decoder_only_through_its_a
     out.image.sum().backward()
     assert model.decoder.down[0].attns[0].to_kv.weight.grad.abs().sum() > 0
     # With the pool (the default) the same prompts give the blocks different FiLM inputs.
-    films.clear()
     pooled = build_model(micro_preset)
-    for block in pooled.decoder.modules():
-        if isinstance(block, ResBlock):
-            block.register_forward_pre_hook(lambda mod, args: films.append(args[1]))
+    films = record_films(pooled)
     pooled(ids, mask, draft, t)
     assert films and not torch.equal(films[0][0], films[0][1])
