@@ -92,6 +92,12 @@ class OmniConfig:
     # At 200 TFLOP with both options above, two of four seeds met every hour bar (the recipe: one), one lost its
     # pairs and one its held-out single objects (docs/levers.md).
     decoder_text_pool: bool = True
+    # True: the decoder's cross-attention reads whole words, not BPE pieces. GPT-2 splits "magenta" into " mag" +
+    # "enta", the one colour of two pieces: the word is read at its last piece as the mean of its pieces (with
+    # `decoder_word_values`), found by the state before its first piece (with `decoder_shifted_keys`), and the
+    # other pieces are left out, so a two-piece colour is found and read as a one-piece colour is. A word starts
+    # at a token that begins with a space, or at the first token of the prompt.
+    decoder_whole_words: bool = False
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)

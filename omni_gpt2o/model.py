@@ -86,6 +86,33 @@ def state_before_each_token(states: torch.Tensor, mask: torch.Tensor) -> torch.T
     return before * real_before
 
 
+def word_starts(tokenizer) -> torch.Tensor:
+    """For each token id: does it begin a word (a leading space, GPT-2's "Ġ")? A word's other pieces do not."""
+    pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor([p.startswith("Ġ") for p in pieces])
+
+
+def whole_words(starts: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                shift_keys: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Keys, values and mask over the words of a (left-padded) sequence instead of its pieces. `starts` (b, t):
+    the token begins a word (the first real token and any token after padding always do). Each piece's value
+    becomes the mean of its word's pieces so far, so a word's last piece holds the whole word; with
+    `shift_keys` its key is the state before the word's first piece. Only last pieces stay in the mask."""
+    real = mask.bool()
+    real_before = F.pad(real[:, :-1], (1, 0))
+    first = starts | ~real_before | ~real  # (b, t): this position begins a unit
+    last = F.pad(first[:, 1:], (0, 1), value=True)  # the next position begins one, or this is the end
+    position = torch.arange(first.shape[1], device=first.device).expand_as(first)
+    start = torch.where(first, position, torch.zeros_like(position)).cummax(dim=1).values  # the unit's first piece
+    summed = values.float().cumsum(dim=1)
+    before_start = (summed - values.float()).gather(1, start.unsqueeze(-1).expand_as(summed))
+    count = (position - start + 1).unsqueeze(-1).to(summed.dtype)
+    values = ((summed - before_start) / count).to(values.dtype)
+    if shift_keys:
+        keys = state_before_each_token(keys, mask).gather(1, start.unsqueeze(-1).expand_as(keys))
+    return keys, values, mask * last.to(mask.dtype)
+
+
 @dataclass
 class OmniOutput:
     image: torch.Tensor  # (B, 3, H, W), predicted clean picture in [-1, 1] (unclamped)
@@ -113,6 +140,8 @@ class OmniGPT2o(nn.Module):
         self.token_shift = nn.Linear(gpt_w, gpt_w, bias=False) if config.text_token_shift else None
         if self.token_shift is not None:
             nn.init.zeros_(self.token_shift.weight)  # starts as the plain context
+        if config.decoder_whole_words:  # not saved: it comes with the tokenizer
+            self.register_buffer("word_starts", word_starts(text_encoder.tokenizer), persistent=False)
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
             config.decoder_blocks, config.decoder_heads, config.decoder_patch, config.decoder_pixel_channels,
@@ -174,7 +203,11 @@ class OmniGPT2o(nn.Module):
         z_grid = z.transpose(1, 2).reshape(b, -1, gh, gw)
         # 5. Trained decoder draws the picture.
         keys, values = context, (words if self.config.decoder_word_values else None)
-        if self.config.decoder_shifted_keys:  # each word is picked by what came before it
+        if self.config.decoder_whole_words:  # " mag" + "enta" read as one word, found as one
+            starts = F.pad(self.word_starts[input_ids], (0, 1), value=True)  # the separator is a word of its own
+            keys, values, context_mask = whole_words(starts, context_mask, keys, context if values is None else values,
+                                                     self.config.decoder_shifted_keys)
+        elif self.config.decoder_shifted_keys:  # each word is picked by what came before it
             keys, values = state_before_each_token(context, context_mask), (context if values is None else values)
         image = self.decoder(z_grid, draft, strength, keys, context_mask, values=values)
         return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states))

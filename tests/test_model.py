@@ -324,3 +324,44 @@ def test_without_the_text_pool_the_prompt_reaches_the_decoder_only_through_its_a
     films = record_films(pooled)
     pooled(ids, mask, draft, t)
     assert films and not torch.equal(films[0][0], films[0][1])
+
+
+def test_whole_words_read_a_two_piece_colour_as_one_word(micro_preset):
+    """`decoder_whole_words`: GPT-2 cuts "magenta" into " mag" + "enta". The decoder reads it once, at "enta",
+    as the mean of both pieces, found by the state before " mag"; prompts of one-piece words are read as before."""
+    from omni_gpt2o.model import build_model
+
+    config = micro_preset.replace(text_layer_mix=True, decoder_shifted_keys=True, decoder_word_values=True)
+    torch.manual_seed(0)
+    pieces = build_model(config)
+    whole = build_model(config.replace(decoder_whole_words=True))
+    whole.load_state_dict(pieces.state_dict())  # the same weights: the buffer is not part of a checkpoint
+    assert whole.trainable_state_dict().keys() == pieces.trainable_state_dict().keys()
+    with torch.no_grad():
+        for a, b in zip(pieces.decoder.parameters(), whole.decoder.parameters()):
+            a.add_(torch.randn_like(a) * 0.05)
+            b.copy_(a)
+    seen = {}
+    whole.decoder.register_forward_hook(lambda mod, args, kwargs, out: seen.update(keys=args[3], mask=args[4],
+                                                                                     **kwargs), with_kwargs=True)
+    whole.text_encoder.register_forward_hook(lambda mod, args, out: seen.update(layers=out))
+    prompts = ["a magenta triangle on the left", "a cyan circle on the right"]
+    ids, mask, draft, t = _batch(whole, prompts)
+    tokens = [whole.text_encoder.tokenizer.convert_ids_to_tokens(row) for row in ids.tolist()]
+    mag, enta = tokens[0].index("Ġmag"), tokens[0].index("enta")
+    assert enta == mag + 1
+    out = whole(ids, mask, draft, t)
+    text = [h[:, : ids.shape[1] + 1] for h in seen["layers"]]
+    words = torch.nn.functional.layer_norm(text[0], text[0].shape[-1:])
+    mixed = whole.text_layer_mix(text)
+    assert seen["mask"][0, mag] == 0 and seen["mask"][0, enta] == 1  # one word, read once
+    assert seen["mask"][0].sum() == mask[0].sum()  # 7 pieces + separator - " mag"
+    assert torch.allclose(seen["values"][0, enta], (words[0, mag] + words[0, enta]) / 2, atol=1e-5)
+    assert torch.allclose(seen["keys"][0, enta], mixed[0, mag - 1], atol=1e-6)  # the state at "a"
+    assert torch.allclose(seen["keys"][0, enta + 1], mixed[0, enta], atol=1e-6)  # "triangle": after the word
+    # One-piece words only: the same keys, values and picture as reading pieces.
+    cyan = whole(ids[1:], mask[1:], draft[1:], t[1:]).image
+    assert torch.allclose(cyan, pieces(ids[1:], mask[1:], draft[1:], t[1:]).image, atol=1e-5)
+    assert not torch.allclose(out.image[:1], pieces(ids[:1], mask[:1], draft[:1], t[:1]).image, atol=1e-5)
+    out.image.sum().backward()
+    assert whole.text_layer_mix.weights.grad.abs().sum() > 0
