@@ -4,6 +4,7 @@
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 60           # the demo bar's budget
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 200          # the hour bars' budget
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 60 --tune --set rollout=0 --model decoder_patch=2
+    .venv/bin/python bench/compute_to_bar.py --judge runs/compute/RUN    # a finished run on the validation split
 
 "Compute to bar X" is a run of `train --max-steps N`, N = budget / (FLOPs of an average training step),
 judged on its final weights (raw, no moving average, as the demo keeps them) by the pixel judge on 400
@@ -11,7 +12,9 @@ validation captions. The FLOPs of each kind of step (plain, and rollout with its
 counted once with `FlopCounterMode` on the real `train_step`: forward and backward, the frozen GPT-2 and
 ViT included. A FLOP count leaves out norms, element-wise work and data loading, so the wall time of the
 same run is printed beside it, with the machine (CPU flags, precision) that made it. `--tune` judges on a
-split made only for choosing levers (seed 101), never the validation captions the README reports.
+split made only for choosing levers (seed 101), never the validation captions the README reports;
+`--judge RUN` scores a run's final weights again on another split (its seed's validation split by default)
+without training, so levers chosen on the tuning split are checked on captions they were not chosen on.
 """
 
 from __future__ import annotations
@@ -149,22 +152,31 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
     parser.add_argument("--work", default="runs/compute")
     parser.add_argument("--name", help="run folder name under --work (default: from the settings)")
+    parser.add_argument("--judge", metavar="RUN",
+                        help="no training: judge this finished run's final weights (its seed, settings and model "
+                             "from RUN/train_config.json) on the validation split, or the tuning split with --tune")
     args = parser.parse_args()
 
     settings, model_settings = parse_assignments(args.set), parse_assignments(args.model)
+    if args.judge:  # the run's own settings, so its FLOPs per step are counted as they were
+        run_config = json.loads((Path(args.judge) / "train_config.json").read_text())
+        args.seed, args.precision = run_config["seed"], run_config["precision"]
+        model_settings = run_config["model_overrides"] or {}
+        settings = {k: run_config[k] for k in ("batch_size", "ema_decay", "rollout", "learning_rate")}
     work = Path(args.work)
     variant = "" if args.two_object_share == 0.5 else f"-pairs{args.two_object_share:g}"
     variant += f"-same{args.same_colour_pairs:g}" if args.same_colour_pairs else ""
     variant += "-swap" if args.swappable_pairs else ""
     variant += "" if args.train_images == TRAIN_IMAGES else f"-n{args.train_images}"
-    train_dir = shapes_split(work / "data" / f"train-{args.seed}{variant}", args.train_images, split="train",
-                             seed=args.seed, two_object_share=args.two_object_share,
-                             same_colour_pairs=args.same_colour_pairs, swappable_pairs=args.swappable_pairs)
+    train_dir = Path(run_config["data"]) if args.judge else shapes_split(
+        work / "data" / f"train-{args.seed}{variant}", args.train_images, split="train", seed=args.seed,
+        two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs,
+        swappable_pairs=args.swappable_pairs)
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
     settings = {"batch_size": DEMO_BATCH, "ema_decay": DEMO_EMA_DECAY} | settings  # the demo's, unless told otherwise
-    out = work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
+    out = Path(args.judge) if args.judge else work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
     cfg = TrainConfig(data=str(train_dir), out=str(out), overwrite=True,
                       seed=args.seed, precision=args.precision, progress=True,
                       model_overrides=model_settings or None, **settings)
@@ -186,22 +198,25 @@ def main() -> None:
             print(f"  {part:<52} {value / 1e9:7.2f} GFLOP  {100 * value / total:5.1f}%")
         extra = flops["rollout"] - flops["plain"]
         print(f"  {'a rollout step adds (a forward of the whole model)':<52} {extra / 1e9:7.2f} GFLOP")
-    if not args.budget_tflop:
+    if not (args.budget_tflop or args.judge):
         return
 
-    steps = math.floor(args.budget_tflop * 1e12 / flops["mean"])
-    cfg.max_steps = steps
-    print(f"\n{args.budget_tflop:g} TFLOP = {steps} steps; training {cfg.out}", flush=True)
     started = time.perf_counter()
-    train(cfg)
+    if not args.judge:
+        steps = math.floor(args.budget_tflop * 1e12 / flops["mean"])
+        cfg.max_steps = steps
+        print(f"\n{args.budget_tflop:g} TFLOP = {steps} steps; training {cfg.out}", flush=True)
+        train(cfg)
     minutes = (time.perf_counter() - started) / 60
     last = Path(cfg.out) / "checkpoints" / "last"
     trained = json.loads((last / "config.json").read_text())["trained"]
     spent = run_flops(flops, trained["step"], trained["rollout_steps"])
+    args.budget_tflop = args.budget_tflop or round(spent / 1e12)
     scores = judge(last, split_prompts(val_dir))
     print(format_scores(scores))
     print(f"\n{trained['step']} steps, {spent / 1e12:.1f} TFLOP, {trained['elapsed'] / 60:.1f} training minutes "
-          f"({minutes:.1f} wall) on {describe_machine(info)}, precision {args.precision}; judged on "
+          f"({'judged again' if args.judge else f'{minutes:.1f} wall'}) on {describe_machine(info)}, "
+          f"precision {args.precision}; judged on "
           f"{len(split_prompts(val_dir))} {'tuning' if args.tune else 'validation'} captions (seed {val_seed}):")
     print("\n".join(bar_lines(scores)))
     result = {"settings": settings, "model": model_settings, "seed": args.seed, "budget_tflop": args.budget_tflop,
@@ -210,7 +225,8 @@ def main() -> None:
               "train_images": args.train_images,
               "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
               "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,
-              "machine": info, "judged_on": "tuning" if args.tune else "validation", "scores": scores}
+              "machine": info, "judged_on": "tuning" if args.tune else "validation", "scores": scores,
+              "run": str(cfg.out), "judged_again": bool(args.judge)}
     with open(work / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
 

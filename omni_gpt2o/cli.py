@@ -160,6 +160,8 @@ def build_parser() -> Parser:
          help="share of the training pairs drawn in one colour (0: the grammar's two-colour pairs only)")
     flag(p, "--val-images", type=positive_int, default=400, help="validation captions, all scored at the end")
     flag(p, "--seed", type=int, default=0, help="seed of the data and the run")
+    flag(p, "--preset", choices=["tiny", "tiny-hour"], default="tiny",
+         help="tiny: the 15-minute recipe; tiny-hour: narrower, reads whole words, for an hour (200 TFLOP)")
     flag(p, "--curve-points", type=non_negative_int, default=3,
          help="snapshots along the run, each scored, for learning_curve.png (0: none)")
     flag(p, "--curve-prompts", type=positive_int, default=100,
@@ -314,7 +316,8 @@ def run(args: argparse.Namespace) -> None:
 
         run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
                  seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
-                 precision=args.precision, device=args.device, same_colour_pairs=args.same_colour_pairs)
+                 precision=args.precision, device=args.device, same_colour_pairs=args.same_colour_pairs,
+                 preset=args.preset)
 
     elif args.command == "serve":
         from omni_gpt2o.serve import ServeLimits, serve

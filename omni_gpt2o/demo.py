@@ -1,5 +1,5 @@
-"""The main job: make Shapes data, train the offline `tiny` preset (on a CUDA GPU when there is one, else the
-CPU), then write samples and a report.
+"""The main job: make Shapes data, train an offline preset (`tiny`, or `tiny-hour` for an hour's budget; on a
+CUDA GPU when there is one, else the CPU), then write samples and a report.
 
     DIR/data/{train,val}/    Shapes splits (reused when already made with the same settings)
     DIR/run/                 the training run (checkpoints, tensorboard, loss curve)
@@ -20,7 +20,7 @@ import torch
 
 from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER, TRAIN_IMAGES
+from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER, TRAIN_IMAGES, get_preset
 from omni_gpt2o.data.shapes import shapes_split
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
 from omni_gpt2o.fileio import atomic_path, json_text
@@ -58,10 +58,14 @@ EMA_DECAY = 0.0
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = TRAIN_IMAGES,
              val_images: int = 400, seed: int = 0, batch_size: int | None = None, curve_points: int = 3,
              curve_prompts: int = 100, precision: str = "auto", device: str = "auto",
-             same_colour_pairs: float = SAME_COLOUR_PAIRS) -> dict:
-    """Train `tiny` on Shapes for `minutes` (on a CUDA GPU when there is one, else the CPU), then draw and judge
-    every validation caption. The learning curve scores `curve_points` snapshots on the first `curve_prompts`
-    captions (cheaper); the final weights are scored on all of them."""
+             same_colour_pairs: float = SAME_COLOUR_PAIRS, preset: str = "tiny") -> dict:
+    """Train `preset` (one that builds its frozen backbones offline) on Shapes for `minutes` (on a CUDA GPU when
+    there is one, else the CPU), then draw and judge every validation caption. The learning curve scores
+    `curve_points` snapshots on the first `curve_prompts` captions (cheaper); the final weights are scored on
+    all of them."""
+    if not get_preset(preset).builds_backbones:
+        raise ValueError(f"the demo trains offline, so its preset must build its own backbones (tiny, tiny-hour); "
+                         f"{preset!r} loads pretrained ones: train it with `omni-gpt2o train --preset {preset}`")
     out = Path(out)
     started = time.time()
     train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed,
@@ -75,11 +79,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     amp = autocast_dtype(dev, precision)
     precision_used = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
     where = machine["cuda"] if dev.type == "cuda" else describe_machine(machine)
-    print(f"training the `tiny` preset for {minutes:g} minutes in {precision_used} on {where}, batch {batch_size}",
+    print(f"training the `{preset}` preset for {minutes:g} minutes in {precision_used} on {where}, batch {batch_size}",
           flush=True)
     snapshots = out / "run" / "checkpoints" / "snapshots"
     # overwrite: a rerun replaces the demo's own earlier run (whose snapshots would mix into the curve)
-    cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset="tiny", overwrite=True,
+    cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset=preset, overwrite=True,
                       minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256, device=str(dev),
                       learning_rate=LEARNING_RATE * (batch_size / BATCH_SIZE) ** 0.5, ema_decay=EMA_DECAY,
                       precision=precision, snapshot_minutes=minutes / curve_points if curve_points else None)
@@ -121,7 +125,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     flops = training_step_flops(pipe.model, cfg)
     compute = run_flops(flops, run_state["step"], run_state.get("rollout_steps", 0))
     report = {
-        "preset": "tiny",
+        "preset": preset,
         "training": trained,
         "train_minutes_budget": minutes,
         "run": {"steps": run_state["step"], "rollout_steps": run_state.get("rollout_steps", 0),

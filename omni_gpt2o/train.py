@@ -58,7 +58,7 @@ class TrainConfig:
     data: str = option(help="training split folder (captions.json + images/)")
     out: str = option(help="run folder: checkpoints/, tensorboard/, samples")
     val_data: str | None = option(None, "validation split folder")
-    preset: str = option("tiny", "model preset: tiny (offline), gpt2-vit-b, gpt2-medium-vit-l")
+    preset: str = option("tiny", "model preset: tiny, tiny-hour (offline), gpt2-vit-b, gpt2-medium-vit-l")
     latent_dim: int | None = option(None, "VAE latent channels (default: the preset's)", positive=True)
     model_overrides: dict[str, Any] | None = option(None, flag=False)  # other OmniConfig fields, e.g. decoder_blocks
     epochs: int | None = option(None, "passes over the training split (10 when neither --minutes nor --max-steps is "

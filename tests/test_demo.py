@@ -52,3 +52,20 @@ def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, m
     image = OmniGPT2oPipeline.from_pretrained(tmp_path / "checkpoint", device="cpu")(
         "a red circle on the left", num_inference_steps=2).images[0]
     assert image.size == (64, 64)
+
+
+def test_demo_refuses_a_preset_it_cannot_build_offline_before_writing_anything(tmp_path):
+    with pytest.raises(ValueError, match="gpt2-vit-b.*omni-gpt2o train --preset gpt2-vit-b"):
+        run_demo(tmp_path / "demo", preset="gpt2-vit-b")
+    assert not (tmp_path / "demo").exists()
+
+
+def test_demo_command_trains_the_preset_it_is_given(tmp_path, monkeypatch):
+    import omni_gpt2o.demo as demo_module
+    from omni_gpt2o.cli import main
+
+    given = {}
+    monkeypatch.setattr(demo_module, "run_demo", lambda out, **kwargs: given.update(kwargs))
+    assert main(["demo", "--out", str(tmp_path), "--preset", "tiny-hour", "--minutes", "1"]) == 0
+    assert given["preset"] == "tiny-hour" and given["minutes"] == 1
+    assert main(["demo", "--out", str(tmp_path)]) == 0 and given["preset"] == "tiny"
