@@ -3,6 +3,7 @@
     .venv/bin/python bench/compute_to_bar.py --breakdown                 # where one step's FLOPs go
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 60           # the demo bar's budget
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 200          # the hour bars' budget
+    .venv/bin/python bench/compute_to_bar.py --budget-tflop 200 --preset tiny-hour
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 60 --tune --set rollout=0 --model decoder_patch=2
     .venv/bin/python bench/compute_to_bar.py --judge runs/compute/RUN    # a finished run on the validation split
 
@@ -137,6 +138,8 @@ def main() -> None:
                         help="TrainConfig fields, e.g. rollout=0 learning_rate=2e-3 (may be repeated)")
     parser.add_argument("--model", nargs="*", action="extend", default=[],
                         help="OmniConfig fields, e.g. decoder_patch=4 (may be repeated)")
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "tiny-hour"],
+                        help="the offline preset trained (--model changes its fields)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
     parser.add_argument("--prompts", type=checked(int, positive=True), default=400)
@@ -160,7 +163,7 @@ def main() -> None:
     settings, model_settings = parse_assignments(args.set), parse_assignments(args.model)
     if args.judge:  # the run's own settings, so its FLOPs per step are counted as they were
         run_config = json.loads((Path(args.judge) / "train_config.json").read_text())
-        args.seed, args.precision = run_config["seed"], run_config["precision"]
+        args.seed, args.precision, args.preset = run_config["seed"], run_config["precision"], run_config["preset"]
         model_settings = run_config["model_overrides"] or {}
         settings = {k: run_config[k] for k in ("batch_size", "ema_decay", "rollout", "learning_rate")}
     work = Path(args.work)
@@ -174,20 +177,22 @@ def main() -> None:
         swappable_pairs=args.swappable_pairs)
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
-    name = args.name or "_".join([f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
+    name = args.name or "_".join(([] if args.preset == "tiny" else [args.preset])
+                                 + [f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
     settings = {"batch_size": DEMO_BATCH, "ema_decay": DEMO_EMA_DECAY} | settings  # the demo's, unless told otherwise
     out = Path(args.judge) if args.judge else work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
-    cfg = TrainConfig(data=str(train_dir), out=str(out), overwrite=True,
+    cfg = TrainConfig(data=str(train_dir), out=str(out), preset=args.preset, overwrite=True,
                       seed=args.seed, precision=args.precision, progress=True,
                       model_overrides=model_settings or None, **settings)
 
     info = machine_info()
     print(f"machine: {describe_machine(info)}; torch {info['torch']}")
     torch.manual_seed(0)
-    model = build_model(get_preset(cfg.preset).replace(**model_settings))
+    model = build_model(get_preset(args.preset).replace(**model_settings))
     model.text_encoder.use_attention_for(torch.device("cpu"))
     flops = training_step_flops(model, cfg)
-    print(f"settings: {settings or 'defaults'}; model: {model_settings or 'preset tiny'}; batch {cfg.batch_size}")
+    print(f"settings: {settings}; model: preset {args.preset}{f' with {model_settings}' if model_settings else ''}; "
+          f"batch {cfg.batch_size}")
     print(f"one training step: plain {flops['plain'] / 1e9:.1f} GFLOP, rollout {flops['rollout'] / 1e9:.1f} GFLOP; "
           f"average at rollout {cfg.rollout:g}: {flops['mean'] / 1e9:.1f} GFLOP")
     if args.breakdown:
@@ -219,7 +224,8 @@ def main() -> None:
           f"precision {args.precision}; judged on "
           f"{len(split_prompts(val_dir))} {'tuning' if args.tune else 'validation'} captions (seed {val_seed}):")
     print("\n".join(bar_lines(scores)))
-    result = {"settings": settings, "model": model_settings, "seed": args.seed, "budget_tflop": args.budget_tflop,
+    result = {"settings": settings, "preset": args.preset, "model": model_settings, "seed": args.seed,
+              "budget_tflop": args.budget_tflop,
               "two_object_share": args.two_object_share, "same_colour_pairs": args.same_colour_pairs,
               "swappable_pairs": args.swappable_pairs,
               "train_images": args.train_images,
