@@ -264,7 +264,7 @@ def run(args: argparse.Namespace) -> None:
                                   guidance=args.guidance, batch_size=args.batch_size, draft=draft,
                                   draft_strength=args.draft_strength, save_drafts=args.save_drafts,
                                   schedule_power=args.schedule_power)
-        print(f"wrote {len(records)} pictures and manifest.jsonl to {args.out_dir}")
+        print(f"wrote {len(records)} pictures, manifest.jsonl and grid.png to {args.out_dir}")
 
     elif args.command == "evaluate":
         from omni_gpt2o.evaluate import (

@@ -1,4 +1,4 @@
-"""Batch generation to files: `DIR/0000.png, ...` and `DIR/manifest.jsonl`.
+"""Batch generation to files: `DIR/0000.png, ...`, `DIR/manifest.jsonl` and `DIR/grid.png`.
 
 Picture i gets seed `seed + i` and its own generator, so the same checkpoint, prompt, seed and flags
 give the same picture whatever else is in the batch.
@@ -15,6 +15,9 @@ from tqdm.auto import tqdm
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.fileio import OmniError, atomic_path
 from omni_gpt2o.pipeline import DraftInput, OmniGPT2oPipeline
+from omni_gpt2o.utils import image_grid
+
+GRID_PICTURES = 64  # grid.png shows the first 64 pictures with their prompts: a look at a run, not an archive
 
 
 def read_prompts(path: str | Path) -> list[str]:
@@ -40,7 +43,7 @@ def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | 
         raise OmniError("empty prompt: give some text to draw")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    records, shown = [], []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
         batch = prompts[start: start + batch_size]
         seeds = [seed + start + i for i in range(len(batch))]
@@ -59,6 +62,10 @@ def generate_to_dir(pipe: OmniGPT2oPipeline, prompts: list[str], out_dir: str | 
                 result.drafts[i].save(out_dir / draft_name, format="PNG")
                 record["draft_file"] = draft_name
             records.append(record)
+            if len(shown) < GRID_PICTURES:
+                shown.append(image)
     with atomic_path(out_dir / "manifest.jsonl") as tmp:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    with atomic_path(out_dir / "grid.png") as tmp:
+        image_grid(shown, [r["prompt"] for r in records[:len(shown)]], cols=4).save(tmp, format="PNG")
     return records

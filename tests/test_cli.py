@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from omni_gpt2o.checkpoint import save_checkpoint
 from omni_gpt2o.cli import build_parser, main
@@ -107,6 +108,11 @@ def test_generate_writes_pictures_and_manifest(ckpt, tmp_path):
     assert [r["file"] for r in lines] == ["0000.png", "0001.png", "0002.png"]
     assert [r["seed"] for r in lines] == [7, 8, 9]
     first = (out / "0001.png").read_bytes()
+    # grid.png: four columns, each picture at twice its size with its prompt underneath
+    grid, picture = Image.open(out / "grid.png"), Image.open(out / "0000.png")
+    assert grid.width == 4 * 2 * picture.width and grid.height > 2 * picture.height
+    assert grid.crop((0, 0, 2 * picture.width, 2 * picture.height)).tobytes() == \
+        picture.resize((2 * picture.width, 2 * picture.height), Image.NEAREST).tobytes()
     # The same prompt, seed and flags give the same picture, alone or in another batch.
     pf = tmp_path / "prompts.txt"
     pf.write_text("\nКосмический кот на Марсе\n\n", encoding="utf-8")
