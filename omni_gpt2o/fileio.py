@@ -35,6 +35,18 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The modes a plain open() and mkdir() give under this process's umask: the temporary file and folder behind an
+# atomic write are made private (0600, 0700), and what they become is shared as any other file would be.
+_UMASK = _umask()
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
@@ -42,6 +54,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -68,6 +81,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     for stray in path.parent.glob(f".{path.name}.*"):
         shutil.rmtree(stray, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    tmp.chmod(DIR_MODE)
     try:
         yield tmp
         _fsync_tree(tmp)

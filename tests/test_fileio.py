@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import random
+import stat
 import subprocess
 import sys
 import threading
 import time
 
-from omni_gpt2o.fileio import atomic_dir
+from omni_gpt2o.fileio import atomic_dir, atomic_path
 
 WRITER = """
 import os, sys
@@ -84,3 +85,19 @@ def test_without_an_atomic_swap_a_writer_killed_between_renames_loses_nothing(tm
         with atomic_dir(target):
             raise RuntimeError("the next writer fails too")
     assert (target / "weights").read_text() == "better"
+
+
+def test_atomic_writes_are_shared_as_plain_writes_are(tmp_path):
+    # The temporary file and folder behind an atomic write are private (mkstemp, mkdtemp); what they become
+    # takes the mode a plain write gets under the umask, so a checkpoint is as readable as any other file.
+    with atomic_path(tmp_path / "samples.png") as tmp:
+        tmp.write_bytes(b"png")
+    with atomic_dir(tmp_path / "checkpoint") as tmp:
+        (tmp / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "plain.png").write_bytes(b"png")
+    (tmp_path / "plain").mkdir()
+
+    def mode(name: str) -> int:
+        return stat.S_IMODE((tmp_path / name).stat().st_mode)
+
+    assert mode("samples.png") == mode("plain.png") and mode("checkpoint") == mode("plain")
