@@ -188,7 +188,7 @@ def main() -> None:
     info = machine_info()
     print(f"machine: {describe_machine(info)}; torch {info['torch']}")
     torch.manual_seed(0)
-    model = build_model(get_preset(args.preset).replace(**model_settings))
+    model = build_model(get_preset(cfg.preset).replace(**model_settings))
     model.text_encoder.use_attention_for(torch.device("cpu"))
     flops = training_step_flops(model, cfg)
     print(f"settings: {settings}; model: preset {args.preset}{f' with {model_settings}' if model_settings else ''}; "
