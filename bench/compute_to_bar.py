@@ -6,6 +6,7 @@
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 200 --preset tiny-hour
     .venv/bin/python bench/compute_to_bar.py --budget-tflop 60 --tune --set rollout=0 --model decoder_patch=2
     .venv/bin/python bench/compute_to_bar.py --judge runs/compute/RUN    # a finished run on the validation split
+    python bench/compute_to_bar.py --budget-tflop 200 --preset tiny-hour --precision fp32 --device cuda
 
 "Compute to bar X" is a run of `train --max-steps N`, N = budget / (FLOPs of an average training step),
 judged on its final weights (raw, no moving average, as the demo keeps them) by the pixel judge on 400
@@ -112,8 +113,8 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     return rows
 
 
-def judge(checkpoint: Path, prompts: list[str]) -> dict:
-    pipe = OmniGPT2oPipeline.from_pretrained(checkpoint, device="cpu")
+def judge(checkpoint: Path, prompts: list[str], device: str = "cpu") -> dict:
+    pipe = OmniGPT2oPipeline.from_pretrained(checkpoint, device=device)
     return evaluate_pipeline(pipe, prompts, steps=8, guidance=DEFAULT_GUIDANCE, progress=False)["scores"]
 
 
@@ -142,6 +143,9 @@ def main() -> None:
                         help="the offline preset trained (--model changes its fields)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
+    parser.add_argument("--device", default="cpu",
+                        help="where to train and judge: cpu | cuda (FLOPs do not depend on it; fp32 on CUDA is "
+                             "plain fp32 here, TF32 off)")
     parser.add_argument("--prompts", type=checked(int, positive=True), default=400)
     parser.add_argument("--two-object-share", type=float, default=0.5,
                         help="share of two-object pictures in the training split (the spec's 0.5)")
@@ -178,15 +182,19 @@ def main() -> None:
     val_seed = TUNING_SEED if args.tune else args.seed
     val_dir = shapes_split(work / "data" / f"val-{val_seed}", args.prompts, split="val", seed=val_seed)
     name = args.name or "_".join(([] if args.preset == "tiny" else [args.preset])
+                                 + ([] if args.precision == "auto" else [args.precision])
                                  + [f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
     settings = {"batch_size": DEMO_BATCH, "ema_decay": DEMO_EMA_DECAY} | settings  # the demo's, unless told otherwise
     out = Path(args.judge) if args.judge else work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
     cfg = TrainConfig(data=str(train_dir), out=str(out), preset=args.preset, overwrite=True,
-                      seed=args.seed, precision=args.precision, progress=True,
+                      seed=args.seed, precision=args.precision, progress=True, device=args.device,
                       model_overrides=model_settings or None, **settings)
 
+    if args.device == "cuda" and args.precision == "fp32":  # PyTorch's convolutions default to TF32 on CUDA
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     info = machine_info()
-    print(f"machine: {describe_machine(info)}; torch {info['torch']}")
+    where = describe_machine(info) + (f", training on {info['cuda']}" if args.device == "cuda" else "")
+    print(f"machine: {where}; torch {info['torch']}")
     torch.manual_seed(0)
     model = build_model(get_preset(cfg.preset).replace(**model_settings))
     model.text_encoder.use_attention_for(torch.device("cpu"))
@@ -217,10 +225,10 @@ def main() -> None:
     trained = json.loads((last / "config.json").read_text())["trained"]
     spent = run_flops(flops, trained["step"], trained["rollout_steps"])
     args.budget_tflop = args.budget_tflop or round(spent / 1e12)
-    scores = judge(last, split_prompts(val_dir))
+    scores = judge(last, split_prompts(val_dir), args.device)
     print(format_scores(scores))
     print(f"\n{trained['step']} steps, {spent / 1e12:.1f} TFLOP, {trained['elapsed'] / 60:.1f} training minutes "
-          f"({'judged again' if args.judge else f'{minutes:.1f} wall'}) on {describe_machine(info)}, "
+          f"({'judged again' if args.judge else f'{minutes:.1f} wall'}) on {where}, "
           f"precision {args.precision}; judged on "
           f"{len(split_prompts(val_dir))} {'tuning' if args.tune else 'validation'} captions (seed {val_seed}):")
     print("\n".join(bar_lines(scores)))
@@ -231,7 +239,8 @@ def main() -> None:
               "train_images": args.train_images,
               "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
               "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,
-              "machine": info, "judged_on": "tuning" if args.tune else "validation", "scores": scores,
+              "device": args.device, "machine": info, "judged_on": "tuning" if args.tune else "validation",
+              "scores": scores,
               "run": str(cfg.out), "judged_again": bool(args.judge)}
     with open(work / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
