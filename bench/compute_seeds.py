@@ -7,8 +7,8 @@ How steady a recipe is across seeds is what a single run cannot say. Each seed's
 validation captions, then (`--tune-too`) again on the tuning split. Logs and results go under --work.
 On one GPU the `tiny` presets are small enough that a run is bound by launching kernels, not by the card: on
 an H200 (16 CPU cores, fp32, `--threads 1`) eight `tiny-hour` runs side by side made 12 steps/s each
-(~98 in all), two made 20 each: a 200-TFLOP run takes 12-19 minutes there, one CPU thread of an AVX512-BF16
-EPYC 46 (bf16) to 66 (fp32).
+(~98 in all), two made 20 each: a 200-TFLOP run takes 12-19 minutes there, against 46 (bf16) to 66 (fp32)
+on one thread of a 2-core AVX512-BF16 EPYC, two runs side by side.
 """
 
 from __future__ import annotations
@@ -89,7 +89,9 @@ def main() -> None:
 
 def print_table(results: Path, runs: set[str]) -> None:
     """One line per run and split: the figures the bars are held against, and which bars were missed."""
-    rows = [r for r in map(json.loads, results.read_text().splitlines()) if r["run"] in runs]
+    latest = {(r["run"], r["judged_on"]): r for r in map(json.loads, results.read_text().splitlines())
+              if r["run"] in runs}  # a run trained or judged again replaces its earlier line
+    rows = latest.values()
     print(f"\n{'seed':>4} {'precision':<9} {'judged on':<10} {'colour':>6} {'shape':>6} {'place':>6} {'size':>6} "
           f"{'one':>6} {'two':>6} {'held':>6} {'seen':>6} {'gap':>5} {'clean':>6}  hour bars missed")
     for r in sorted(rows, key=lambda r: (r["seed"], r["judged_on"])):
