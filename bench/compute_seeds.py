@@ -22,12 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compute_to_bar import HOUR_BARS, TUNING_SEED  # noqa: E402
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from compute_to_bar import TUNING_SEED, held_out_gap, missed_hour_bars  # noqa: E402
 
 from omni_gpt2o.data.shapes import shapes_split  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
 
 
 def last_step(log: Path) -> tuple[int, int] | None:
@@ -73,11 +72,14 @@ def main() -> None:
             finished[seed] = run.group(1)
         else:
             print(f"seed {seed}: no result (exit {proc.returncode}); see {log}")
-    if args.tune_too:  # the same judge on the tuning split; the device and prompt count as for the runs
-        passed = [a for flag in ("--device", "--prompts") if flag in rest
-                  for a in rest[rest.index(flag):rest.index(flag) + 2]]
-        prompts = int(rest[rest.index("--prompts") + 1]) if "--prompts" in rest else 400
-        shapes_split(work / "data" / f"val-{TUNING_SEED}", prompts, split="val", seed=TUNING_SEED)  # made once
+    if args.tune_too:  # the same judge on the tuning split, with the runs' device and prompt count
+        shared = argparse.ArgumentParser(add_help=False)
+        shared.add_argument("--device", default="cpu")
+        shared.add_argument("--prompts", type=int, default=400)
+        known, _ = shared.parse_known_args(rest)
+        passed = ["--device", known.device, "--prompts", str(known.prompts)]
+        # Made here once, before the judges start side by side, so that none of them makes it while another reads.
+        shapes_split(work / "data" / f"val-{TUNING_SEED}", known.prompts, split="val", seed=TUNING_SEED)
         judges = {seed: subprocess.Popen([*script, "--judge", run, "--tune", *passed], stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True, env=env)
                   for seed, run in finished.items()}
@@ -97,10 +99,8 @@ def print_table(results: Path, runs: set[str]) -> None:
     for r in sorted(rows, key=lambda r: (r["seed"], r["judged_on"])):
         sc = r["scores"]
         one, two = sc["one_object"], sc["two_object"]
-        gap = 100 * (sc["seen"]["full"] - sc["held_out"]["full"])
-        missed = [name.split(" >=")[0] for name, group, metric, bar in HOUR_BARS
-                  if (sc.get(group, {}).get(metric) or 0) < bar]
-        missed += ["held-out gap"] if gap > 5 else []
+        gap = held_out_gap(sc)
+        missed = missed_hour_bars(sc)
         print(f"{r['seed']:>4} {r['precision']:<9} {r['judged_on']:<10} " + " ".join(
             f"{100 * v:6.1f}" for v in (one["colour"], one["shape"], one["position"], one["size"], one["full"],
                                         two["full"], sc["held_out"]["full"], sc["seen"]["full"]))
