@@ -51,7 +51,8 @@ def main() -> None:
     env = os.environ | {"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
                         "PYTHONUNBUFFERED": "1"}
     script = [sys.executable, str(HERE / "compute_to_bar.py"), "--work", str(work)]
-    tag = "-".join(a.lstrip("-").replace("=", "") for a in rest if "/" not in a)[:80]
+    # The whole argument list names the logs: runs that differ only in a late flag (--precision) must not share one.
+    tag = "-".join(a.lstrip("-").replace("=", "") for a in rest if "/" not in a)[:200]
 
     started, runs = time.time(), {}
     for seed in args.seeds:
