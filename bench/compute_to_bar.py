@@ -34,8 +34,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, TRAIN_IMAGES, get_preset
 from omni_gpt2o.data.shapes import shapes_split
-from omni_gpt2o.demo import BATCH_SIZE as DEMO_BATCH
+from omni_gpt2o.demo import CPU_BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.demo import EMA_DECAY as DEMO_EMA_DECAY
+from omni_gpt2o.demo import learning_rate_for
 from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, split_prompts
 from omni_gpt2o.model import build_model
 from omni_gpt2o.options import checked, parse_assignments
@@ -196,7 +197,9 @@ def main() -> None:
     name = args.name or "_".join(([] if args.preset == "tiny" else [args.preset])
                                  + ([] if args.precision == "auto" else [args.precision])
                                  + [f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
-    settings = {"batch_size": DEMO_BATCH, "ema_decay": DEMO_EMA_DECAY} | settings  # the demo's, unless told otherwise
+    # The demo's batch and moving average, unless told otherwise; the learning rate follows the batch as there.
+    settings = {"batch_size": DEMO_BATCH[args.preset], "ema_decay": DEMO_EMA_DECAY} | settings
+    settings.setdefault("learning_rate", learning_rate_for(settings["batch_size"]))
     out = Path(args.judge) if args.judge else work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
     cfg = TrainConfig(data=str(train_dir), out=str(out), preset=args.preset, overwrite=True,
                       seed=args.seed, precision=args.precision, progress=True, device=args.device,

@@ -46,9 +46,19 @@ SAMPLE_PROMPTS = [
 
 
 SAMPLE_STEPS = 8
-BATCH_SIZE = 16  # small batches, more steps: what a short CPU budget learns most from (bench/compute_to_bar.py)
+# Small batches, more steps: what a short CPU budget learns most from (bench/compute_to_bar.py). `tiny-hour`'s
+# narrower decoder, given an hour's 200 TFLOP, drew held-out colour-shape pairs more steadily across seeds at 8
+# than at 16 (docs/levers.md).
+CPU_BATCH_SIZE = {"tiny": 16, "tiny-hour": 8}
 GPU_BATCH_SIZE = 128  # a GPU runs `tiny` launch-bound below ~128 pictures: bigger batches cost little more
-LEARNING_RATE = 1e-3  # at BATCH_SIZE; bigger batches scale it by the square root (the Adam habit)
+LEARNING_RATE = 1e-3  # at batch 16; other batches scale it by the square root (the Adam habit)
+
+
+def learning_rate_for(batch_size: int) -> float:
+    """The peak learning rate for a batch: LEARNING_RATE at 16 pictures, scaled by the square root of the batch."""
+    return LEARNING_RATE * (batch_size / 16) ** 0.5
+
+
 # The raw weights, not a moving average: in 10 runs of ~47 TFLOP (fp32, an AVX2 CPU's 15 minutes) the raw
 # weights drew pairs right 2.0 points more often on average than the EMA (8 of 10 no worse), which lags
 # behind a model still learning fast; after an hour (196 TFLOP) the two scored the same.
@@ -74,7 +84,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
 
     dev = torch.device("cuda") if device == "auto" and torch.cuda.is_available() else resolve_device(
         "cpu" if device == "auto" else device)  # MPS only when asked for: its speed is unmeasured
-    batch_size = batch_size or (BATCH_SIZE if dev.type == "cpu" else GPU_BATCH_SIZE)
+    batch_size = batch_size or (CPU_BATCH_SIZE[preset] if dev.type == "cpu" else GPU_BATCH_SIZE)
     machine = machine_info()
     amp = autocast_dtype(dev, precision)
     precision_used = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")
@@ -85,7 +95,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     # overwrite: a rerun replaces the demo's own earlier run (whose snapshots would mix into the curve)
     cfg = TrainConfig(data=str(train_dir), val_data=str(val_dir), out=str(out / "run"), preset=preset, overwrite=True,
                       minutes=minutes, batch_size=batch_size, seed=seed, max_val_samples=256, device=str(dev),
-                      learning_rate=LEARNING_RATE * (batch_size / BATCH_SIZE) ** 0.5, ema_decay=EMA_DECAY,
+                      learning_rate=learning_rate_for(batch_size), ema_decay=EMA_DECAY,
                       precision=precision, snapshot_minutes=minutes / curve_points if curve_points else None)
     best = train(cfg)
 

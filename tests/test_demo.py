@@ -32,6 +32,8 @@ def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, m
     for group in ("one_object", "two_object", "held_out", "seen"):
         assert group in report["scores"]
     assert report["scores"]["all"]["n"] == 8  # one prompt per validation picture
+    trained = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert trained["learning_rate"] == pytest.approx(1e-3 / 2**0.5)  # 1e-3 at 16 pictures, by the batch's root
 
     # What the run cost and where: steps, FLOPs, the CPU's flags and the precision beside every time.
     run = report["run"]
@@ -69,3 +71,23 @@ def test_demo_command_trains_the_preset_it_is_given(tmp_path, monkeypatch):
     assert main(["demo", "--out", str(tmp_path), "--preset", "tiny-hour", "--minutes", "1"]) == 0
     assert given["preset"] == "tiny-hour" and given["minutes"] == 1
     assert main(["demo", "--out", str(tmp_path)]) == 0 and given["preset"] == "tiny"
+
+
+def test_demo_trains_each_preset_at_its_own_cpu_batch(tmp_path, monkeypatch):
+    import omni_gpt2o.demo as demo_module
+
+    class Stop(Exception):
+        pass
+
+    chosen = {}
+
+    def record(cfg):
+        chosen[cfg.preset] = (cfg.batch_size, cfg.learning_rate)
+        raise Stop
+
+    monkeypatch.setattr(demo_module, "train", record)
+    for preset in ("tiny", "tiny-hour"):
+        with pytest.raises(Stop):
+            run_demo(tmp_path / preset, preset=preset, device="cpu", train_images=4, val_images=4)
+    assert chosen["tiny"] == (16, pytest.approx(1e-3))
+    assert chosen["tiny-hour"] == (8, pytest.approx(1e-3 / 2**0.5))
