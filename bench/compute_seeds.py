@@ -25,8 +25,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from compute_to_bar import TUNING_SEED, held_out_gap, missed_hour_bars  # noqa: E402
+from compute_to_bar import TUNING_SEED  # noqa: E402
 
+from omni_gpt2o.bars import held_out_gap, missed_hour_bars  # noqa: E402
 from omni_gpt2o.data.shapes import shapes_split  # noqa: E402
 
 
