@@ -8,8 +8,7 @@ validation captions, then (`--tune-too`) again on the tuning split. Logs and res
 On one GPU the `tiny` presets are small enough that a run is bound by launching kernels, not by the card: on
 an H200 (16 CPU cores, fp32, `--threads 1`) eight `tiny-hour` runs at batch 16 side by side made 12 steps/s
 each (~98 in all), two made 20 each: a 200-TFLOP run took 12-19 minutes there, against 46 (bf16) to 66 (fp32)
-on one thread of a 2-core AVX512-BF16 EPYC, two runs side by side (at batch 8, the preset's CPU batch: 49
-and 63 minutes there).
+on one thread of a 2-core AVX512-BF16 EPYC, two runs side by side.
 """
 
 from __future__ import annotations

@@ -177,7 +177,7 @@ def main() -> None:
                                  + ([] if args.precision == "auto" else [args.precision])
                                  + [f"{k}={v}" for k, v in {**settings, **model_settings}.items()] or ["default"])
     # The demo's batch and moving average, unless told otherwise; the learning rate follows the batch as there.
-    settings = {"batch_size": DEMO_BATCH[args.preset], "ema_decay": DEMO_EMA_DECAY} | settings
+    settings = {"batch_size": DEMO_BATCH, "ema_decay": DEMO_EMA_DECAY} | settings
     settings.setdefault("learning_rate", learning_rate_for(settings["batch_size"]))
     out = Path(args.judge) if args.judge else work / f"{name}-{args.budget_tflop or 0:g}tf-s{args.seed}"
     cfg = TrainConfig(data=str(train_dir), out=str(out), preset=args.preset, overwrite=True,

@@ -195,10 +195,10 @@ PRESETS: dict[str, OmniConfig] = {
 
 # `tiny` for the hour's budget (200 TFLOP): a 16-px level of 32 channels, so the same compute buys 40% more steps,
 # and a decoder that reads whole words by the state before them, each as itself, with no pooled prompt. Within
-# 200 TFLOP, trained at batch 8 (its CPU batch, demo.py), it met every hour bar, held-out colour-shape pairs
-# included, in six of seven runs (fp32 seeds 0, 2, 3, 4, bf16 0, 3; fp32 seed 1 missed only the held-out gap),
-# where `tiny` met them on one seed in four; within the demo's 60 it meets the demo bar but is less steady than
-# `tiny` (bench/compute_to_bar.py, README).
+# 200 TFLOP it met every hour bar, held-out colour-shape pairs included, in eight of ten runs (seeds 0, 2, 4 in
+# both precisions, bf16 1, fp32 3; the other two missed only the held-out gap), where `tiny` met them on one seed
+# in four; within the demo's 60 it meets the demo bar but is less steady than `tiny` (bench/compute_to_bar.py,
+# README).
 PRESETS["tiny-hour"] = PRESETS["tiny"].replace(
     decoder_channels=(32, 128),
     decoder_shifted_keys=True,

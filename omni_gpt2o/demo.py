@@ -46,10 +46,10 @@ SAMPLE_PROMPTS = [
 
 
 SAMPLE_STEPS = 8
-# Small batches, more steps: what a short CPU budget learns most from (bench/compute_to_bar.py). `tiny-hour`'s
-# narrower decoder, given an hour's 200 TFLOP, drew held-out colour-shape pairs more steadily across seeds at 8
-# than at 16 (docs/levers.md).
-CPU_BATCH_SIZE = {"tiny": 16, "tiny-hour": 8}
+# Small batches, more steps: what a short CPU budget learns most from (bench/compute_to_bar.py). Not smaller:
+# `tiny-hour` at 8 met the hour bars no more often than at 16 (7 of 9 runs against 8 of 10, docs/levers.md),
+# and two threads share a batch of 8 less well.
+CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 128  # a GPU runs `tiny` launch-bound below ~128 pictures: bigger batches cost little more
 LEARNING_RATE, LEARNING_RATE_BATCH = 1e-3, 16  # other batches scale it by the square root (the Adam habit)
 
@@ -85,7 +85,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
 
     dev = torch.device("cuda") if device == "auto" and torch.cuda.is_available() else resolve_device(
         "cpu" if device == "auto" else device)  # MPS only when asked for: its speed is unmeasured
-    batch_size = batch_size or (CPU_BATCH_SIZE[preset] if dev.type == "cpu" else GPU_BATCH_SIZE)
+    batch_size = batch_size or (CPU_BATCH_SIZE if dev.type == "cpu" else GPU_BATCH_SIZE)
     machine = machine_info()
     amp = autocast_dtype(dev, precision)
     precision_used = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32")

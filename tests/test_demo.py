@@ -73,7 +73,7 @@ def test_demo_command_trains_the_preset_it_is_given(tmp_path, monkeypatch):
     assert main(["demo", "--out", str(tmp_path)]) == 0 and given["preset"] == "tiny"
 
 
-def test_demo_trains_each_preset_at_its_own_cpu_batch(tmp_path, monkeypatch):
+def test_demo_trains_either_preset_at_the_cpu_batch_and_scales_the_rate_with_a_batch_given(tmp_path, monkeypatch):
     import omni_gpt2o.demo as demo_module
 
     class Stop(Exception):
@@ -82,12 +82,14 @@ def test_demo_trains_each_preset_at_its_own_cpu_batch(tmp_path, monkeypatch):
     chosen = {}
 
     def record(cfg):
-        chosen[cfg.preset] = (cfg.batch_size, cfg.learning_rate)
+        chosen[cfg.preset, cfg.batch_size] = cfg.learning_rate
         raise Stop
 
     monkeypatch.setattr(demo_module, "train", record)
     for preset in ("tiny", "tiny-hour"):
         with pytest.raises(Stop):
             run_demo(tmp_path / preset, preset=preset, device="cpu", train_images=4, val_images=4)
-    assert chosen["tiny"] == (16, pytest.approx(1e-3))
-    assert chosen["tiny-hour"] == (8, pytest.approx(1e-3 / 2**0.5))
+    with pytest.raises(Stop):
+        run_demo(tmp_path / "b64", preset="tiny", device="cpu", train_images=4, val_images=4, batch_size=64)
+    assert chosen == {("tiny", 16): pytest.approx(1e-3), ("tiny-hour", 16): pytest.approx(1e-3),
+                      ("tiny", 64): pytest.approx(2e-3)}
