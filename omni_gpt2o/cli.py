@@ -167,8 +167,7 @@ def build_parser() -> Parser:
     flag(p, "--curve-prompts", type=positive_int, default=100,
          help="validation captions each snapshot is scored on (the final weights: all of them)")
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
-    flag(p, "--device", default="auto",
-         help="auto: a CUDA GPU when there is one (batch 128), else the CPU (batch 16)")
+    flag(p, "--device", default="auto", help="auto: a CUDA GPU when there is one (batch 128), else the CPU (batch 16)")
 
     p = sub.add_parser("serve", help="a local web page (and a JSON endpoint) to try a checkpoint")
     flag(p, "--checkpoint", required=True, help="checkpoint folder, loaded once")

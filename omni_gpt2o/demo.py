@@ -51,13 +51,12 @@ SAMPLE_STEPS = 8
 # and two threads share a batch of 8 less well.
 CPU_BATCH_SIZE = 16
 GPU_BATCH_SIZE = 128  # a GPU runs `tiny` launch-bound below ~128 pictures: bigger batches cost little more
-LEARNING_RATE, LEARNING_RATE_BATCH = 1e-3, 16  # other batches scale it by the square root (the Adam habit)
+LEARNING_RATE = 1e-3  # at CPU_BATCH_SIZE; other batches scale it by the square root (the Adam habit)
 
 
 def learning_rate_for(batch_size: int) -> float:
-    """The peak learning rate for a batch: LEARNING_RATE at LEARNING_RATE_BATCH pictures, scaled by the square
-    root of the batch."""
-    return LEARNING_RATE * (batch_size / LEARNING_RATE_BATCH) ** 0.5
+    """The peak learning rate for a batch: LEARNING_RATE at CPU_BATCH_SIZE pictures, scaled by the square root."""
+    return LEARNING_RATE * (batch_size / CPU_BATCH_SIZE) ** 0.5
 
 
 # The raw weights, not a moving average: in 10 runs of ~47 TFLOP (fp32, an AVX2 CPU's 15 minutes) the raw
