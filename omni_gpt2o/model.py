@@ -104,8 +104,8 @@ def whole_words(starts: torch.Tensor, mask: torch.Tensor, keys: torch.Tensor, va
     last = F.pad(first[:, 1:], (0, 1), value=True)  # the next position begins one, or this is the end
     position = torch.arange(first.shape[1], device=first.device).expand_as(first)
     start = torch.where(first, position, torch.zeros_like(position)).cummax(dim=1).values  # the unit's first piece
-    summed = values.float().cumsum(dim=1)
-    before_start = (summed - values.float()).gather(1, start.unsqueeze(-1).expand_as(summed))
+    summed = at_least_float32(values).cumsum(dim=1)
+    before_start = (summed - at_least_float32(values)).gather(1, start.unsqueeze(-1).expand_as(summed))
     count = (position - start + 1).unsqueeze(-1).to(summed.dtype)
     values = ((summed - before_start) / count).to(values.dtype)
     if shift_keys:
@@ -220,22 +220,28 @@ class LossWeights:
     edge: float = 1.0
 
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 activations up to float32 for sums that must not round coarsely; float64 stays float64."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Tensor | None,
                    weights: LossWeights) -> dict[str, torch.Tensor]:
     """Reconstruction (MSE) + edge x MSE of the pixel differences + kl x KL + alignment x (1 - cosine) with
     the frozen ViT's view of the clean picture (`clean_tokens`; None when the alignment weight is 0, so the
     ViT need not look at the clean picture)."""
-    image, clean = out.image.float(), clean.float()
+    image, clean = at_least_float32(out.image), at_least_float32(clean)
     recon = F.mse_loss(image, clean)
     # Outlines: the picture's horizontal and vertical differences. A square and a circle of the same colour
     # differ in few pixels, so plain MSE learns colour and place long before shape.
     edge = F.mse_loss(image.diff(dim=-1), clean.diff(dim=-1)) + F.mse_loss(image.diff(dim=-2), clean.diff(dim=-2))
-    mean, logvar = out.mean.float(), out.logvar.float()
+    mean, logvar = at_least_float32(out.mean), at_least_float32(out.logvar)
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
     if clean_tokens is None:
         alignment = recon.new_zeros(())
     else:
-        alignment = 1.0 - F.cosine_similarity(out.patch_embeds.float(), clean_tokens.float(), dim=-1).mean()
+        alignment = 1.0 - F.cosine_similarity(at_least_float32(out.patch_embeds), at_least_float32(clean_tokens),
+                                              dim=-1).mean()
     total = recon + weights.edge * edge + weights.kl * kl + weights.alignment * alignment
     return {"loss": total, "recon": recon, "edge": edge, "kl": kl, "alignment": alignment}
 

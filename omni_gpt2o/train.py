@@ -45,12 +45,12 @@ from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import Batch, CaptionedImages, collate, to_unit_range
 from omni_gpt2o.drafts import make_draft, randn, sample_strengths
 from omni_gpt2o.fileio import OmniError, RunLock, json_text
-from omni_gpt2o.model import LossWeights, OmniGPT2o, build_model, compute_losses
+from omni_gpt2o.model import LossWeights, OmniGPT2o, at_least_float32, build_model, compute_losses
 from omni_gpt2o.options import option
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.scheduler import DraftScheduler
 from omni_gpt2o.sd_drafts import describe, find_draft_store
-from omni_gpt2o.utils import autocast, autocast_dtype, image_grid, resolve_device, seed_everything
+from omni_gpt2o.utils import autocast, autocast_dtype, default_dtype, image_grid, resolve_device, seed_everything
 
 
 @dataclass
@@ -110,7 +110,9 @@ class TrainConfig:
     use_clearml: bool = option(False, "log to ClearML too")
     device: str = option("auto", "auto | cpu | cuda | mps (under accelerate launch: each process's own GPU)")
     precision: str = option("auto", "auto: bf16 where the hardware has it, fp16 + gradient scaling on GPUs "
-                                    "without bf16, else fp32", choices=("auto", "bf16", "fp16", "fp32"))
+                                    "without bf16, else fp32; fp64: the whole run in float64, to check the math "
+                                    "(that many processes or --grad-accum train as one)",
+                            choices=("auto", "bf16", "fp16", "fp32", "fp64"))
     num_workers: int = option(0, "data loading processes (per training process)", minimum=0)
     draft: str = option("noise", "sd: mix in the split's stored Stable Diffusion drafts (made by prepare-drafts)",
                         choices=("noise", "sd"))
@@ -301,7 +303,7 @@ def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean
     guesses (a blob where a square belongs), not only degraded true pictures."""
     strong = DraftScheduler.add_noise(clean, noise.to(clean.dtype), high)
     with autocast(clean.device, amp):
-        guess = model(ids, mask, strong, high).image.float().clamp(-1, 1)
+        guess = at_least_float32(model(ids, mask, strong, high).image).clamp(-1, 1)
     return DraftScheduler.step(guess, high, strong, low)
 
 
@@ -386,6 +388,7 @@ class NonFiniteLoss(OmniError):
 
 DEFAULT_EPOCHS = 10  # a run's length when no --epochs, --minutes or --max-steps is given
 NONFINITE_STREAK = 3  # steps in a row with non-finite gradients (each skipped) that stop a run
+LOG_DECIMALS = 5  # losses in the run's history and logs
 
 
 @dataclass
@@ -459,6 +462,11 @@ def make_accelerator(cfg: TrainConfig):
 
 def train(cfg: TrainConfig) -> Path:
     """Train the glue; returns the best checkpoint (`last` without validation data)."""
+    with default_dtype(torch.float64 if cfg.precision == "fp64" else torch.get_default_dtype()):
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> Path:
     cfg = with_debug_settings(cfg)
     seed_everything(cfg.seed)
     accelerator, device = make_accelerator(cfg)
@@ -588,6 +596,7 @@ def build_or_resume(cfg: TrainConfig, device: torch.device) -> tuple[OmniGPT2o, 
         if cfg.model_overrides:
             config = config.replace(**cfg.model_overrides)
         model = build_model(config).to(device)
+    model.to(torch.get_default_dtype())  # float64 for --precision fp64, else as built
     # Without the alignment loss its head gets no gradient: not a trained part then (DDP insists on that).
     model.alignment_head.requires_grad_(cfg.align_weight > 0)
     model.train()
@@ -710,7 +719,7 @@ class RunRecord:
         values = torch.stack([losses[k].float() for k in names])
         if self.accelerator.num_processes > 1:
             values = self.accelerator.reduce(values, reduction="mean")
-        logged = {k: round(v, 5) for k, v in zip(names, values.tolist())}
+        logged = {k: round(v, LOG_DECIMALS) for k, v in zip(names, values.tolist())}
         learner = self.learner
         self.state["nonfinite_steps"] = int(learner.skipped.item())
         if learner.worst_streak.item() >= NONFINITE_STREAK:
@@ -759,7 +768,7 @@ class RunRecord:
         for k, v in val.items():
             self.writer.add_scalar(f"val/{k}", v, step)
         state["history"].append({"step": step, "elapsed": round(state["elapsed"], 1),
-                                 **{f"val_{k}": round(v, 5) for k, v in val.items()}})
+                                 **{f"val_{k}": round(v, LOG_DECIMALS) for k, v in val.items()}})
         tqdm.write(f"epoch {state['epoch']}: val loss {val['loss']:.4f} (recon {val['recon']:.4f})")
         if math.isfinite(val["loss"]) and (state["best_val"] is None or val["loss"] < state["best_val"]):
             state["best_val"] = round(val["loss"], 6)

@@ -26,7 +26,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """bf16 autocast where it pays: CUDA (fp16 where a GPU lacks bf16), and CPUs with native bf16 matmul
     (AVX512_BF16/AMX); None (fp32) elsewhere."""
-    if precision == "fp32":
+    if precision in ("fp32", "fp64"):  # fp64: no autocast, the run's default dtype is float64 (train.py)
         return None
     if precision == "bf16":
         return torch.bfloat16
@@ -37,6 +37,17 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and _cpu_has_bf16():
         return torch.bfloat16
     return None
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype):
+    """Tensors made without a dtype (parameters, noise, pictures) are `dtype` within; restored after."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

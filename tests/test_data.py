@@ -12,6 +12,8 @@ from omni_gpt2o.data.cache import ArrayCache, feature_cache, pixel_cache, precom
 from omni_gpt2o.data.dataset import CaptionedImages, collate, to_rgb, to_unit_range
 from omni_gpt2o.fileio import OmniError
 
+from .numerics import assert_same_math
+
 
 @pytest.fixture
 def coco_split(tmp_path):
@@ -90,6 +92,7 @@ def test_training_survives_bad_data_and_long_captions(coco_split, tmp_path, caps
     assert "skipped 3 unreadable pictures" in printed.out + printed.err
 
 
+@pytest.mark.numerics
 def test_feature_cache_hit_miss_and_invalidation(coco_split, tmp_path, micro_model):
     data = CaptionedImages(coco_split, micro_model.config.image_size)
     cache = feature_cache(tmp_path / "cache", micro_model, data.records, data.image_size)
@@ -101,7 +104,9 @@ def test_feature_cache_hit_miss_and_invalidation(coco_split, tmp_path, micro_mod
     expected = micro_model.image_encoder(to_unit_range(batch.images))
     again = feature_cache(tmp_path / "cache", micro_model, data.records, data.image_size)
     got = again.get(batch.indices)  # hit, read back from disk by a fresh object
-    assert again.dir == filled.dir and got is not None and torch.allclose(got.float(), expected, atol=2e-2)
+    assert again.dir == filled.dir and got is not None
+    # Stored as float16: one float16 rounding of values this large (the float32 batches of 8 and 4 differ far less)
+    assert_same_math(got.float(), expected, roundings=1, dtype=torch.float16)
 
     _, encoded_again, _ = precompute(micro_model, data, tmp_path / "cache", batch_size=8, progress=False)
     assert encoded_again == 0  # resumed: nothing left to do

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -37,6 +38,7 @@ def draw_all(model) -> np.ndarray:
     return np.concatenate(rows, axis=0)
 
 
+@pytest.mark.numerics
 def test_sampler_draws_the_golden_pictures(micro_model):
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():

@@ -33,12 +33,14 @@ def test_same_seed_same_picture_other_seed_other_picture(pipe):
     assert not np.array_equal(_arr(a), _arr(c))
 
 
+@pytest.mark.numerics
 def test_a_picture_does_not_depend_on_its_batch(pipe):
     gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6)]  # noqa: E731
     both = pipe(["a red circle on the left", "a green triangle at the top"], num_inference_steps=2,
                 generator=gens()).images
     alone = pipe(["a green triangle at the top"], num_inference_steps=2,
                  generator=[torch.Generator().manual_seed(6)]).images
+    # Float rounding (other kernels for a batch of two) can tip a pixel's 8-bit rounding by one level, no more.
     assert np.abs(_arr(both[1]) - _arr(alone[0])).max() <= 1
 
 
@@ -93,6 +95,7 @@ def test_bad_calls_raise(pipe):
         pipe(["a", "b"], generator=[torch.Generator()])
 
 
+@pytest.mark.numerics
 def test_from_pretrained_gives_the_same_pictures(micro_model, pipe, tmp_path):
     save_checkpoint(micro_model, tmp_path / "ckpt")
     loaded = OmniGPT2oPipeline.from_pretrained(tmp_path / "ckpt", device="cpu", precision="fp32")
@@ -117,13 +120,14 @@ def test_without_a_generator_each_call_draws_a_fresh_seed_and_reports_it(pipe):
     assert again.seed is None and np.array_equal(_arr(again.images[0]), _arr(a.images[0]))
 
 
+@pytest.mark.numerics
 def test_output_types_agree(pipe):
     g = lambda: torch.Generator().manual_seed(4)  # noqa: E731
     pil = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=g()).images
     arr = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=g(), output_type="np").images
     pt = pipe(["a red circle", "a blue square"], num_inference_steps=2, generator=g(), output_type="pt").images
     assert arr.shape == (2, 32, 32, 3) and arr.dtype == np.float32 and 0 <= arr.min() and arr.max() <= 1
-    assert pt.shape == (2, 3, 32, 32) and torch.allclose(pt.permute(0, 2, 3, 1), torch.from_numpy(arr))
+    assert pt.shape == (2, 3, 32, 32) and torch.equal(pt.permute(0, 2, 3, 1), torch.from_numpy(arr))  # one run's
     assert np.abs(np.round(arr[0] * 255) - _arr(pil[0])).max() <= 1
     with pytest.raises(ValueError, match="output_type"):
         pipe("a red circle", output_type="latent")

@@ -13,6 +13,7 @@ from omni_gpt2o.data.dataset import read_split
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.sd_drafts import SDDraftConfig, SDDraftSource, draft_store, prepare_drafts
 
+from .numerics import assert_same_math
 from .sd_tiny import make_tiny_sd
 
 
@@ -29,12 +30,14 @@ def _sd_flags(tiny_sd) -> list[str]:
     return ["--draft-model", str(tiny_sd), "--draft-steps", "2", "--draft-resolution", "32"]
 
 
+@pytest.mark.numerics
 def test_sd_source_loads_from_a_folder_and_is_seeded_per_prompt(tiny_sd):
     source = SDDraftSource(_config(tiny_sd))
+    source.pipe.to(dtype=torch.float64)  # batch of two against one: other kernels, so the math runs in float64
     both = source(["a red circle on the left", "Космический кот на Марсе"], [3, 4], 32)
     assert both.shape == (2, 3, 32, 32) and both.min() >= -1 and both.max() <= 1
     alone = source(["Космический кот на Марсе"], [4], 32)
-    assert torch.allclose(both[1], alone[0], atol=1e-4)
+    assert_same_math(both[1], alone[0], roundings=4)  # drafts come back float32: a rounding or two of that
     other_seed = source(["Космический кот на Марсе"], [5], 32)
     assert not torch.allclose(alone, other_seed, atol=1e-3)
 

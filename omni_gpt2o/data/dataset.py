@@ -154,8 +154,9 @@ def resize_crop(image: Image.Image, size: int) -> torch.Tensor:
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pictures -> floats in [-1, 1], the model's range."""
-    return images.float() / 127.5 - 1
+    """uint8 pictures -> floats in [-1, 1], the model's range (float32, or the default dtype where a run made it
+    float64)."""
+    return images.to(torch.get_default_dtype()) / 127.5 - 1
 
 
 def collate(samples: list[Sample]) -> Batch:
