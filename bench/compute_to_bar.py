@@ -35,6 +35,7 @@ from omni_gpt2o.bars import DEMO_BARS, HELD_OUT_BAR_NAME, HOUR_BARS, held_out_ga
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, TRAIN_IMAGES, get_preset
 from omni_gpt2o.data.shapes import shapes_split
+from omni_gpt2o.data.wordings import WORDINGS
 from omni_gpt2o.demo import CPU_BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.demo import EMA_DECAY as DEMO_EMA_DECAY
 from omni_gpt2o.demo import learning_rate_for
@@ -52,8 +53,9 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     """FLOPs of one plain training step by part: each part is run again on its own, on the inputs it got
     in the step, forward and (where the step needs gradients through it) backward, under FlopCounterMode.
     (FlopCounterMode's own per-module split misplaces backward FLOPs of modules whose inputs need no grad.)"""
-    parts = {"GPT-2 (frozen; backward to its inputs)": model.text_encoder, "ViT (frozen)": model.image_encoder,
-             "draft projection + heads": [model.draft_projection, model.latent_heads, model.alignment_head],
+    parts = {"the LM (frozen; backward to its inputs)": model.text_encoder, "ViT (frozen)": model.image_encoder,
+             "draft projection + heads": [model.draft_projection, model.latent_heads, model.alignment_head]
+             + ([model.reader] if model.reader is not None else []),
              "decoder: conditioning (strength, pooled prompt)":
                  [m for m in (model.decoder.strength_mlp, model.decoder.text_pool) if m is not None]}
     dec = model.decoder
@@ -106,6 +108,32 @@ def breakdown(model, cfg: TrainConfig) -> list[tuple[str, float]]:
     return rows
 
 
+def caption_encoding(train_dir: Path, model) -> dict | None:
+    """What computing the LM's states of the split's captions cost (once; the training step never runs the LM),
+    from the run's text cache; None for a model whose LM reads the draft (no cache: the LM is in every step)."""
+    if model.reader is None:
+        return None
+    from omni_gpt2o.data.text_cache import TextStateCache
+
+    cache = TextStateCache(train_dir / "text_states", model)
+    return {"captions": len(cache), "tflop": cache.flops / 1e12, "seconds": cache.seconds}
+
+
+def wording_of(caption: str) -> str:
+    """Which unseen wording a caption is in (data/wordings.py): Russian, a paraphrase, or synonyms."""
+    if any("а" <= ch <= "я" or ch == "ё" for ch in caption):
+        return "russian"
+    return "paraphrase" if ", " in caption else "synonyms"
+
+
+def judge_unseen(checkpoint: Path, prompts: list[str], device: str = "cpu") -> dict:
+    """Scores on unseen-word captions: all of them, then each wording apart."""
+    pipe = OmniGPT2oPipeline.from_pretrained(checkpoint, device=device)
+    groups = {"all": prompts} | {w: [p for p in prompts if wording_of(p) == w] for w in WORDINGS}
+    return {name: evaluate_pipeline(pipe, group, steps=8, guidance=DEFAULT_GUIDANCE, progress=False)["scores"]
+            for name, group in groups.items() if group}
+
+
 def judge(checkpoint: Path, prompts: list[str], device: str = "cpu") -> dict:
     pipe = OmniGPT2oPipeline.from_pretrained(checkpoint, device=device)
     return evaluate_pipeline(pipe, prompts, steps=8, guidance=DEFAULT_GUIDANCE, progress=False)["scores"]
@@ -131,7 +159,7 @@ def main() -> None:
                         help="TrainConfig fields, e.g. rollout=0 learning_rate=2e-3 (may be repeated)")
     parser.add_argument("--model", nargs="*", action="extend", default=[],
                         help="OmniConfig fields, e.g. decoder_patch=4 (may be repeated)")
-    parser.add_argument("--preset", default="tiny", choices=["tiny", "tiny-hour"],
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "tiny-hour", "smollm2", "smollm2-hour"],
                         help="the offline preset trained (--model changes its fields)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
@@ -149,6 +177,9 @@ def main() -> None:
                         help="pictures in the training split, as the demo's flag (the warmup is counted in epochs: "
                              "scale --set warmup_epochs to keep its steps)")
     parser.add_argument("--tune", action="store_true", help="judge on the lever-tuning split (seed 101)")
+    parser.add_argument("--unseen", action="store_true",
+                        help="also judge on a split of the same seed in words no training caption uses "
+                             "(make-shapes --wording unseen: synonyms, paraphrases, Russian)")
     parser.add_argument("--work", default="runs/compute")
     parser.add_argument("--name", help="run folder name under --work (default: from the settings)")
     parser.add_argument("--judge", metavar="RUN",
@@ -219,12 +250,24 @@ def main() -> None:
     trained = json.loads((last / "config.json").read_text())["trained"]
     spent = run_flops(flops, trained["step"], trained["rollout_steps"])
     args.budget_tflop = args.budget_tflop or round(spent / 1e12)
+    captions = caption_encoding(train_dir, model)
     scores = judge(last, split_prompts(val_dir), args.device)
     print(format_scores(scores))
+    unseen = None
+    if args.unseen:
+        unseen_dir = shapes_split(work / "data" / f"val-unseen-{val_seed}", args.prompts, split="val", seed=val_seed,
+                                  wording="unseen")
+        unseen = judge_unseen(last, split_prompts(unseen_dir), args.device)
+        for wording, table in unseen.items():
+            print(f"\nthe same weights on captions in unseen words, {wording} (seed {val_seed}):")
+            print(format_scores(table))
     print(f"\n{trained['step']} steps, {spent / 1e12:.1f} TFLOP, {trained['elapsed'] / 60:.1f} training minutes "
           f"({'judged again' if args.judge else f'{minutes:.1f} wall'}) on {where}, "
           f"precision {args.precision}; judged on "
           f"{len(split_prompts(val_dir))} {'tuning' if args.tune else 'validation'} captions (seed {val_seed}):")
+    if captions:
+        print(f"caption encoding, once per distinct caption and apart from the training compute: "
+              f"{captions['tflop']:.2f} TFLOP, {captions['seconds'] / 60:.1f} minutes")
     print("\n".join(bar_lines(scores)))
     result = {"settings": settings, "preset": args.preset, "model": model_settings, "seed": args.seed,
               "budget_tflop": args.budget_tflop,
@@ -232,9 +275,10 @@ def main() -> None:
               "swappable_pairs": args.swappable_pairs,
               "train_images": args.train_images,
               "step_gflop": {k: v / 1e9 for k, v in flops.items()}, "steps": trained["step"],
+              "caption_encoding": captions,
               "tflop": spent / 1e12, "train_minutes": trained["elapsed"] / 60, "precision": args.precision,
               "device": args.device, "machine": info, "judged_on": "tuning" if args.tune else "validation",
-              "scores": scores,
+              "scores": scores, "unseen_scores": unseen,
               "run": str(cfg.out), "judged_again": bool(args.judge)}
     with open(work / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")

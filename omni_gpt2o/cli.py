@@ -94,6 +94,9 @@ def build_parser() -> Parser:
     flag(p, "--swappable-pairs", action="store_true",
          help="train only: keep only pairs whose shapes could trade places without making a held-out pair, so "
               "that which colour never takes which shape cannot tell a pair's objects apart")
+    flag(p, "--wording", choices=["grammar", "unseen"], default="grammar",
+         help="val and test only: unseen says every scene in words no training caption uses (other colour, "
+              "shape, place, size and relation words, other sentences, Russian), for a frozen LM's knowledge")
 
     p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
@@ -188,7 +191,7 @@ def run(args: argparse.Namespace) -> None:
 
         out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size,
                           two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs,
-                          swappable_pairs=args.swappable_pairs)
+                          swappable_pairs=args.swappable_pairs, wording=args.wording)
         print(f"wrote {args.num_images} {args.split} pictures to {out}")
 
     elif args.command == "prepare-coco":

@@ -19,8 +19,9 @@ from tqdm.auto import tqdm
 from omni_gpt2o.checkpoint import read_config
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SCHEDULE_POWER
 from omni_gpt2o.data.dataset import read_split
+from omni_gpt2o.data.wordings import read_caption
 from omni_gpt2o.fileio import OmniError, atomic_path, json_text
-from omni_gpt2o.judge import HELD_OUT_PAIRS, find_objects, judge, parse_caption, summarise
+from omni_gpt2o.judge import HELD_OUT_PAIRS, find_objects, judge, summarise
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
 GROUPS = ("all", "one_object", "two_object", "seen", "held_out")
@@ -65,11 +66,11 @@ def pair_outcomes(pipe: OmniGPT2oPipeline, prompts: list[str], steps: int = 8, g
     """Where pairs fail: for each object of each two-object prompt, found by its colour in the drawn picture, one
     of PAIR_OUTCOMES (the named shape, the other object's shape, another shape, no blob of that colour). Counts
     by (held-out or seen colour-shape pair, first- or second-named object, outcome)."""
-    pairs = [p for p in prompts if len(parse_caption(p).objects) == 2]
+    pairs = [p for p in prompts if len(read_caption(p).objects) == 2]
     counts: Counter = Counter()
     for prompt, image in draw_prompts(pipe, pairs, 0, batch_size, progress, "pairs", num_inference_steps=steps,
                                       guidance_scale=guidance):
-        named = parse_caption(prompt).objects
+        named = read_caption(prompt).objects
         blobs = {}
         for blob in find_objects(image):  # largest first: keep each colour's main blob
             blobs.setdefault(blob.colour, blob)

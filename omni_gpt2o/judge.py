@@ -28,8 +28,8 @@ from omni_gpt2o.data.shapes import (
     SHAPES,
     SIZE_RANGES,
     CaptionMeaning,
-    parse_caption,
 )
+from omni_gpt2o.data.wordings import read_caption
 
 __all__ = [
     "DetectedObject",
@@ -375,7 +375,7 @@ def judge(image: Image.Image | np.ndarray, caption: str | CaptionMeaning) -> Jud
     second. ``no_extra`` fails for any blob beyond the named ones, including a second blob of a named
     colour. ``full`` needs every check (size only when said).
     """
-    meaning = parse_caption(caption) if isinstance(caption, str) else caption
+    meaning = read_caption(caption) if isinstance(caption, str) else caption
     named = meaning.objects
     one = len(named) == 1 and meaning.position in POSITIONS
     two = len(named) == 2 and meaning.relation in RELATIONS

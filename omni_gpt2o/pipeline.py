@@ -147,11 +147,15 @@ class OmniGPT2oPipeline:
         def level(t: float) -> torch.Tensor:
             return torch.full((n,), t, device=self.device)
 
+        text = None  # the LM reads the prompts alone: once per call, not once per step
+        if self.model.reader is not None:
+            with torch.no_grad(), autocast(self.device, self.autocast):
+                text = [h.to(self.dtype) for h in self.model.encode_text(ids, mask)]
         strengths = self.scheduler.timesteps
         draft = first_draft = self.scheduler.add_noise(image, randn(tuple(image.shape), generators, self.device),
                                                        level(strengths[0]))
         for k, t in enumerate(strengths):
-            image = self._predict(ids, mask, draft, level(t), guidance_scale if guided else None)
+            image = self._predict(ids, mask, draft, level(t), guidance_scale if guided else None, text)
             if k + 1 < len(strengths):
                 draft = self.scheduler.step(image, level(t), draft, level(strengths[k + 1]), eta, generators)
             if callback_on_step_end is not None:
@@ -178,13 +182,14 @@ class OmniGPT2oPipeline:
             raise ValueError(f"got {len(pictures)} draft pictures for {len(prompts)} prompts")
         return to_unit_range(torch.stack([resize_crop(to_rgb(p), size) for p in pictures])).to(self.device)
 
-    def _predict(self, ids, mask, draft, strength, guidance_scale: float | None) -> torch.Tensor:
+    def _predict(self, ids, mask, draft, strength, guidance_scale: float | None,
+                 text: list[torch.Tensor] | None = None) -> torch.Tensor:
         draft, strength = draft.to(self.dtype), strength.to(self.dtype)  # fp32, unless the weights were cast
         with autocast(self.device, self.autocast):
             tokens = self.model.image_encoder(draft)  # one ViT pass: both halves of guidance see the same draft
             if guidance_scale is not None:
                 draft, strength, tokens = (torch.cat([x, x]) for x in (draft, strength, tokens))
-            out = self.model(ids, mask, draft, strength, draft_tokens=tokens).image.float()
+            out = self.model(ids, mask, draft, strength, draft_tokens=tokens, text_states=text).image.float()
         if guidance_scale is not None:
             cond, uncond = out.chunk(2)
             out = uncond + guidance_scale * (cond - uncond)

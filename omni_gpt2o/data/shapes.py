@@ -483,6 +483,7 @@ def _split_rng(seed: int, split: str) -> random.Random:
 def make_shapes(
     out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
     two_object_share: float = 0.5, same_colour_pairs: float = 0.0, swappable_pairs: bool = False,
+    wording: str = "grammar",
 ) -> Path:
     """Write a Shapes split to ``out_dir`` (COCO captions layout) and return the folder.
 
@@ -491,8 +492,17 @@ def make_shapes(
     in pixels). The same arguments give byte-identical files. ``two_object_share`` (the spec's 0.5 by
     default) lets a training split show more pairs; ``same_colour_pairs`` (0 by the spec) draws that share
     of a training split's pairs in one colour with two shapes; ``swappable_pairs`` (off by the spec) keeps
-    only training pairs whose shapes could trade places (:func:`sample_scene`).
+    only training pairs whose shapes could trade places (:func:`sample_scene`). ``wording="unseen"`` (val and
+    test splits) captions every scene in words no training caption uses (data/wordings.py).
     """
+    if wording not in ("grammar", "unseen"):
+        raise ValueError(f"wording must be 'grammar' or 'unseen', got {wording!r}.")
+    if wording == "unseen" and split == "train":
+        raise ValueError("unseen wordings are for val and test splits: a training split uses the grammar's words.")
+    if wording == "unseen":
+        from omni_gpt2o.data.wordings import unseen_captions as caption_scene
+    else:
+        caption_scene = captions_for_scene
     if isinstance(num_images, bool) or not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"num_images must be an integer of at least 1, got {num_images!r}.")
     _check_size(size)
@@ -523,7 +533,7 @@ def make_shapes(
         # Fixed PNG options and no metadata: the bytes depend only on the pixels.
         render_scene(scene, size).save(image_dir / file_name, format="PNG", optimize=False, compress_level=6)
         images.append({"id": image_id, "file_name": file_name, "width": size, "height": size})
-        for caption in captions_for_scene(scene, rng):
+        for caption in caption_scene(scene, rng):
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption})
         for obj in scene.objects:
             objects.append(
@@ -554,6 +564,7 @@ def make_shapes(
 def shapes_split(
     out_dir: str | Path, num_images: int, split: str = "train", seed: int = 0, size: int = 64,
     two_object_share: float = 0.5, same_colour_pairs: float = 0.0, swappable_pairs: bool = False,
+    wording: str = "grammar",
 ) -> Path:
     """:func:`make_shapes`, unless ``out_dir`` already holds the split these arguments make.
 
@@ -569,10 +580,12 @@ def shapes_split(
         arguments["same_colour_pairs"] = same_colour_pairs
     if swappable_pairs:
         arguments["swappable_pairs"] = swappable_pairs
+    if wording != "grammar":
+        arguments["wording"] = wording
     settings = json.dumps(arguments)
     if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
         print(f"making {num_images} Shapes {split} pictures in {out}", flush=True)
         make_shapes(out, num_images, split=split, seed=seed, size=size, two_object_share=two_object_share,
-                    same_colour_pairs=same_colour_pairs, swappable_pairs=swappable_pairs)
+                    same_colour_pairs=same_colour_pairs, swappable_pairs=swappable_pairs, wording=wording)
         marker.write_text(settings)
     return out
