@@ -224,7 +224,7 @@ def check_sha256(path: Path, expected: str) -> None:
                              "at the file it names)")
 
 
-def _text_model_location(config: OmniConfig) -> tuple[str, str | None]:
+def text_model_location(config: OmniConfig) -> tuple[str, str | None]:
     """(folder or hub id, GGUF file name or None) of the configured text model; a packaged or local file's
     sha256 checked first."""
     file = config.text_model_file
@@ -259,7 +259,7 @@ def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froze
             model = built_text_model(config.text_model_config)
         tokenizer = gpt2_tokenizer_offline()
     else:
-        where, gguf = _text_model_location(config)
+        where, gguf = text_model_location(config)
         name = config.text_model if gguf is None else f"{config.text_model_package or where}/{gguf}"
         try:
             if gguf is not None:  # transformers' own GGUF reader; it dequantises to float32
