@@ -6,7 +6,8 @@
 Reads the result lines `bench/compute_to_bar.py --unseen` wrote (the latest per run folder and split) and
 prints, per run: preset and lever, seed, training TFLOP, the one-time caption encoding, and the judge's
 full-prompt scores (every attribute right, nothing extra) on the seen wording (one object, pairs, held-out
-pairs) and on unseen words (one object, pairs; then each wording's one- and two-object scores together).
+pairs) and on unseen words (one object, pairs; then each wording's one- and two-object scores together; then
+one-object colour, shape and position right, apart).
 No torch: it only reads JSON.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from omni_gpt2o.bars import DEMO_BARS, score_of
 
 COLUMNS = ("run", "seed", "TFLOP", "captions TFLOP", "seen 1", "seen 2", "held-out", "unseen 1", "unseen 2",
-           "synonyms", "paraphrase", "russian")
+           "synonyms", "paraphrase", "russian", "unseen 1 colour", "shape", "position")
 
 
 def pct(scores: dict | None, group: str, metric: str = "full") -> str:
@@ -36,7 +37,8 @@ def row(result: dict) -> list[str]:
             f"{captions['tflop']:.1f}" if captions else "in the step",
             pct(seen, "one_object"), pct(seen, "two_object"), pct(seen, "held_out"),
             pct(unseen.get("all"), "one_object"), pct(unseen.get("all"), "two_object"),
-            *(pct(unseen.get(w), "all") for w in ("synonyms", "paraphrase", "russian"))]
+            *(pct(unseen.get(w), "all") for w in ("synonyms", "paraphrase", "russian")),
+            *(pct(unseen.get("all"), "one_object", m) for m in ("colour", "shape", "position"))]
 
 
 def latest(results: list[dict]) -> list[dict]:
