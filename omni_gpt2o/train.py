@@ -662,7 +662,11 @@ class TrainingData:
         root = Path(self.cfg.cache_dir) / "text" if self.cfg.cache_dir else Path(self.cfg.data) / "text_states"
         with accelerator.main_process_first():  # the main process computes, the others read
             cache = TextStateCache(root, model)
-            computed = cache.fill(captions, progress=self.cfg.progress and accelerator.is_main_process)
+            try:
+                computed = cache.fill(captions, progress=self.cfg.progress and accelerator.is_main_process)
+            except OSError as err:  # a read-only data folder, a full disk
+                raise OmniError(f"cannot store the caption states in {root} ({err.strerror or err}); point "
+                                "--cache-dir at a writable folder") from None
         if accelerator.is_main_process:
             print(f"caption states: {len(captions)} captions, {computed} computed now; encoding them cost "
                   f"{cache.flops / 1e12:.3g} TFLOP in {cache.seconds:.0f} s, once ({cache.dir})", flush=True)
