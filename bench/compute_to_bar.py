@@ -35,7 +35,7 @@ from omni_gpt2o.bars import DEMO_BARS, HELD_OUT_BAR_NAME, HOUR_BARS, held_out_ga
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, TRAIN_IMAGES, get_preset
 from omni_gpt2o.data.shapes import shapes_split
-from omni_gpt2o.data.wordings import WORDINGS
+from omni_gpt2o.data.wordings import WORDINGS, wording_of
 from omni_gpt2o.demo import CPU_BATCH_SIZE as DEMO_BATCH
 from omni_gpt2o.demo import EMA_DECAY as DEMO_EMA_DECAY
 from omni_gpt2o.demo import learning_rate_for
@@ -117,13 +117,6 @@ def caption_encoding(train_dir: Path, model) -> dict | None:
 
     cache = TextStateCache(train_dir / "text_states", model)
     return {"captions": len(cache), "tflop": cache.flops / 1e12, "seconds": cache.seconds}
-
-
-def wording_of(caption: str) -> str:
-    """Which unseen wording a caption is in (data/wordings.py): Russian, a paraphrase, or synonyms."""
-    if any("а" <= ch <= "я" or ch == "ё" for ch in caption):
-        return "russian"
-    return "paraphrase" if ", " in caption else "synonyms"
 
 
 def judge_unseen(checkpoint: Path, prompts: list[str], device: str = "cpu") -> dict:

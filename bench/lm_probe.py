@@ -23,7 +23,16 @@ import torch
 
 from omni_gpt2o.compute import describe_machine, machine_info
 from omni_gpt2o.config import get_preset
-from omni_gpt2o.data.shapes import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZE_RANGES, captions_for_scene, sample_scene
+from omni_gpt2o.data.shapes import (
+    COLOURS,
+    POSITIONS,
+    RELATIONS,
+    SHAPES,
+    SIZE_RANGES,
+    _article,
+    captions_for_scene,
+    sample_scene,
+)
 from omni_gpt2o.data.wordings import (
     COLOUR_WORDS,
     POSITION_WORDS,
@@ -35,11 +44,6 @@ from omni_gpt2o.data.wordings import (
     SIZE_WORDS,
 )
 from omni_gpt2o.model import build_model
-
-
-def _article(phrase: str) -> str:
-    return ("an " if phrase[:1] in "aeiou" else "a ") + phrase
-
 
 # category -> (frame with {} for the word, {meaning: test words}); the training words are the meanings.
 CATEGORIES = {
@@ -56,7 +60,7 @@ CATEGORIES = {
 
 def caption(frame: str, word: str) -> str:
     text = frame.format(word)
-    return text if frame.startswith("a ") else _article(text)
+    return text if frame.startswith("a ") else f"{_article(text)} {text}"
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ from omni_gpt2o.compute import describe_machine, machine_info
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.data.dataset import read_split
 from omni_gpt2o.data.shapes import COLOURS, POSITIONS, RELATIONS, SHAPES, SIZE_RANGES, parse_caption, shapes_split
-from omni_gpt2o.data.wordings import read_caption
+from omni_gpt2o.data.wordings import read_caption, wording_of
 
 VOCABULARY = ", ".join([*COLOURS, *SHAPES, *SIZE_RANGES, *POSITIONS, *RELATIONS])
 INSTRUCTION = (f"Rewrite the description of a picture using only these words: {VOCABULARY}. "
@@ -32,12 +32,6 @@ INSTRUCTION = (f"Rewrite the description of a picture using only these words: {V
 # Words in neither the grammar nor the unseen-word lists, so the examples show substitution without a test word.
 EXAMPLES = [("a giant cherry-coloured cube near the summit", "a large red square at the top"),
             ("a jade cone further left than a sapphire sphere", "a green triangle to the left of a blue circle")]
-
-
-def wording_of(caption: str) -> str:
-    if any("а" <= ch <= "я" or ch == "ё" for ch in caption):
-        return "russian"
-    return "paraphrase" if ", " in caption else "synonyms"
 
 
 def messages(caption: str) -> list[dict]:

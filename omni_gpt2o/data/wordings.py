@@ -13,14 +13,7 @@ from __future__ import annotations
 import random
 import re
 
-from omni_gpt2o.data.shapes import (
-    PREFIXES,
-    REVERSED_RELATION,
-    CaptionMeaning,
-    Scene,
-    _alternatives,
-    parse_caption,
-)
+from omni_gpt2o.data.shapes import CaptionMeaning, Scene, _alternatives, _article, parse_caption
 
 # English words for the grammar's words, none of which occurs in a training caption.
 COLOUR_WORDS: dict[str, tuple[str, ...]] = {
@@ -72,10 +65,6 @@ RU_RELATIONS = {"to the left of": ("слева от", 1), "to the right of": ("�
 WORDINGS: tuple[str, ...] = ("synonyms", "paraphrase", "russian")
 
 
-def _article(word: str) -> str:
-    return "an" if word[:1] in "aeiou" else "a"
-
-
 def _english(colour: str, shape: str, size: str | None, rng: random.Random) -> str:
     words = ([rng.choice(SIZE_WORDS[size])] if size else []) + [rng.choice(COLOUR_WORDS[colour]),
                                                                  rng.choice(SHAPE_WORDS[shape])]
@@ -112,6 +101,13 @@ def unseen_caption(scene: Scene, wording: str, rng: random.Random) -> str:
         return f"{rng.choice(FRAMES)}{first} {rng.choice(RELATION_WORDS[scene.relation])} {second}"
     # "a navy box, with a crimson ball west of it": B first, A placed relative to it
     return f"{second}, with {first} {rng.choice(RELATION_WORDS[scene.relation])} it"
+
+
+def wording_of(caption: str) -> str:
+    """Which unseen wording a caption is in: Russian (Cyrillic letters), a paraphrase (a comma) or synonyms."""
+    if any("а" <= ch <= "я" or ch == "ё" for ch in caption):
+        return "russian"
+    return "paraphrase" if ", " in caption else "synonyms"
 
 
 def unseen_captions(scene: Scene, rng: random.Random, k: int = 5) -> list[str]:
@@ -198,8 +194,3 @@ def read_caption(caption: str) -> CaptionMeaning:
         return parse_caption(caption)
     except ValueError:
         return parse_unseen(caption)
-
-
-TRAINING_WORDS = frozenset(w for p in PREFIXES for w in p.split()) | frozenset(
-    w for table in (COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS, POSITION_WORDS, RELATION_WORDS, REVERSED_RELATION)
-    for phrase in table for w in phrase.split())
