@@ -1,4 +1,4 @@
-"""Exact scorer for Shapes: judge a picture's pixels against what its caption says (specs/shapes.md).
+"""Exact scorer for Shapes: judge a picture's pixels against what its caption says (docs/shapes.md).
 
 The judge sees only the picture (never a model's internals), so the same code scores the data set's own
 pictures (which must pass), a model's generations, and anything else drawn at any size S. It works in

@@ -1,4 +1,4 @@
-"""Omni-GPT2o: can a frozen language model learn to draw?
+"""The model: frozen backbones, the trained glue between them, and the whole data flow in one place.
 
 The whole data flow, in one place (the LM: a causal language model, GPT-2 by default):
 

@@ -26,7 +26,7 @@ def resolve_device(name: str = "auto") -> torch.device:
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """bf16 autocast where it pays: CUDA (fp16 where a GPU lacks bf16), and CPUs with native bf16 matmul
     (AVX512_BF16/AMX); None (fp32) elsewhere."""
-    if precision in ("fp32", "fp64"):  # fp64: no autocast, the run's default dtype is float64 (train.py)
+    if precision in ("fp32", "fp64"):  # fp64: no autocast, the run's default dtype is float64 (train/loop.py)
         return None
     if precision == "bf16":
         return torch.bfloat16

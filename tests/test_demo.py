@@ -7,7 +7,7 @@ import json
 import pytest
 from PIL import Image
 
-import omni_gpt2o.train as train_module
+import omni_gpt2o.train.loop as train_loop
 from omni_gpt2o.demo import SAMPLE_PROMPTS, run_demo
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
@@ -19,7 +19,7 @@ def test_demo_writes_a_usable_checkpoint_samples_and_a_scored_report(tmp_path, m
         clock["now"] += 1.0
         return clock["now"]
 
-    monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
+    monkeypatch.setattr(train_loop.time, "perf_counter", fake_clock)
     report = run_demo(tmp_path, minutes=0.4, train_images=64, val_images=8, batch_size=8, curve_points=2,
                       curve_prompts=4)
     monkeypatch.undo()

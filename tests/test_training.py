@@ -6,18 +6,21 @@ import torch
 from safetensors.torch import load_file
 
 from omni_gpt2o import scheduler as scheduler_module
-from omni_gpt2o import train as train_module
 from omni_gpt2o.checkpoint import load_checkpoint
 from omni_gpt2o.config import get_preset
 from omni_gpt2o.fileio import OmniError
 from omni_gpt2o.model import build_model
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.train import TrainConfig, train
+from omni_gpt2o.train import LOG_DECIMALS, TrainConfig, train
+from omni_gpt2o.train import data as data_module
+from omni_gpt2o.train import loop as loop_module
+from omni_gpt2o.train import record as record_module
+from omni_gpt2o.train import step as step_module
 
 from .numerics import assert_same_math
 
 # Two runs of the same math log losses that differ by at most one step of the history's last decimal (float slack).
-LOGGED_LOSS_ROUNDING = 1.5 * 10.0 ** -train_module.LOG_DECIMALS
+LOGGED_LOSS_ROUNDING = 1.5 * 10.0 ** -LOG_DECIMALS
 
 def _cfg(shapes_splits, out, **kw) -> TrainConfig:
     train_dir, val_dir = shapes_splits
@@ -98,8 +101,9 @@ def test_a_run_stopped_anywhere_in_a_step_resumes_bit_for_bit(tmp_path, shapes_s
         if calls["n"] == 4:
             os.kill(os.getpid(), signal.SIGINT if where == "ctrl-c" else signal.SIGTERM)
 
-    target = "pass_losses" if where == "inside a step's forward" else "train_step"
-    real = getattr(train_module, target)
+    # Patched where it is called: pass_losses by the step, train_step by the loop.
+    module, target = (step_module, "pass_losses") if where == "inside a step's forward" else (loop_module, "train_step")
+    real = getattr(module, target)
 
     def wrapped(*args, **kwargs):
         if where != "after a step":
@@ -109,10 +113,10 @@ def test_a_run_stopped_anywhere_in_a_step_resumes_bit_for_bit(tmp_path, shapes_s
             hit()
         return out
 
-    monkeypatch.setattr(train_module, target, wrapped)
+    monkeypatch.setattr(module, target, wrapped)
     with pytest.raises(OmniError, match="resume with --checkpoint-path"):
         train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6))
-    monkeypatch.setattr(train_module, target, real)
+    monkeypatch.setattr(module, target, real)
     last = tmp_path / "killed" / "checkpoints" / "last"
     assert json.loads((last / "trainer_state.json").read_text())["step"] == 4  # the step in flight was finished
 
@@ -124,7 +128,7 @@ def test_a_run_stopped_anywhere_in_a_step_resumes_bit_for_bit(tmp_path, shapes_s
 
 
 def test_a_second_ctrl_c_stops_at_once_and_still_saves_last(tmp_path, shapes_splits, monkeypatch):
-    real_step = train_module.train_step
+    real_step = loop_module.train_step
     calls = {"n": 0}
 
     def dying_step(*args, **kwargs):
@@ -133,7 +137,7 @@ def test_a_second_ctrl_c_stops_at_once_and_still_saves_last(tmp_path, shapes_spl
             raise KeyboardInterrupt  # as the second Ctrl-C raises in the middle of a step
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", dying_step)
+    monkeypatch.setattr(loop_module, "train_step", dying_step)
     with pytest.raises(OmniError, match="resume with --checkpoint-path"):
         train(_cfg(shapes_splits, tmp_path / "killed", max_steps=6))
     last = tmp_path / "killed" / "checkpoints" / "last"
@@ -173,7 +177,7 @@ def test_the_clock_bar_survives_an_overrun_budget():
 
 
 def test_an_unexpected_error_still_saves_last(tmp_path, shapes_splits, monkeypatch):
-    real_step = train_module.train_step
+    real_step = loop_module.train_step
     calls = {"n": 0}
 
     def failing_step(*args, **kwargs):
@@ -182,7 +186,7 @@ def test_an_unexpected_error_still_saves_last(tmp_path, shapes_splits, monkeypat
             raise RuntimeError("a bug")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", failing_step)
+    monkeypatch.setattr(loop_module, "train_step", failing_step)
     with pytest.raises(RuntimeError, match="a bug"):
         train(_cfg(shapes_splits, tmp_path / "run", max_steps=6))
     state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
@@ -196,7 +200,7 @@ def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes
         clock["now"] += 7.0
         return clock["now"]
 
-    monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
+    monkeypatch.setattr(loop_module.time, "perf_counter", fake_clock)
     train(_cfg(shapes_splits, tmp_path / "run", minutes=2.0, snapshot_minutes=0.5))
     monkeypatch.undo()
     snapshots = tmp_path / "run" / "checkpoints" / "snapshots"
@@ -224,8 +228,8 @@ def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes
 
 def test_without_the_alignment_loss_the_vit_never_sees_the_clean_picture(tmp_path, shapes_splits, monkeypatch):
     calls = []
-    real = train_module.frozen_targets
-    monkeypatch.setattr(train_module, "frozen_targets", lambda *a: calls.append(1) or real(*a))
+    real = data_module.frozen_targets
+    monkeypatch.setattr(data_module, "frozen_targets", lambda *a: calls.append(1) or real(*a))
     train(_cfg(shapes_splits, tmp_path / "aligned", max_steps=2, val_data=None, align_weight=0.1))
     assert len(calls) == 2  # one target per step
     calls.clear()
@@ -276,7 +280,7 @@ def test_a_snapshot_due_as_the_budget_ends_with_an_epoch_is_kept(tmp_path, shape
         clock["now"] += 1.0
         return clock["now"]
 
-    monkeypatch.setattr(train_module.time, "perf_counter", fake_clock)
+    monkeypatch.setattr(loop_module.time, "perf_counter", fake_clock)
     train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_train_samples=16, minutes=0.1,
                snapshot_minutes=0.1))
     monkeypatch.undo()
@@ -284,7 +288,7 @@ def test_a_snapshot_due_as_the_budget_ends_with_an_epoch_is_kept(tmp_path, shape
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, shapes_splits, monkeypatch):
-    real = train_module.compute_losses
+    real = step_module.compute_losses
     calls = {"n": 0}
 
     def spoilt(*args, **kwargs):
@@ -294,7 +298,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
             losses["loss"] = losses["loss"] * float("nan")
         return losses
 
-    monkeypatch.setattr(train_module, "compute_losses", spoilt)
+    monkeypatch.setattr(step_module, "compute_losses", spoilt)
     with pytest.raises(OmniError, match="not finite 3 steps in a row"):
         train(_cfg(shapes_splits, tmp_path / "run", val_data=None, epochs=3))
     state = json.loads((tmp_path / "run" / "checkpoints" / "last" / "trainer_state.json").read_text())
@@ -302,7 +306,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_
 
 
 def test_a_non_finite_step_is_skipped_never_applied(tmp_path, shapes_splits, monkeypatch):
-    real = train_module.compute_losses
+    real = step_module.compute_losses
 
     def spoilt(*args, **kwargs):
         losses = real(*args, **kwargs)
@@ -311,7 +315,7 @@ def test_a_non_finite_step_is_skipped_never_applied(tmp_path, shapes_splits, mon
 
     torch.manual_seed(0)
     fresh = build_model(get_preset("micro")).trainable_state_dict()  # the glue train() starts from (seed 0)
-    monkeypatch.setattr(train_module, "compute_losses", spoilt)
+    monkeypatch.setattr(step_module, "compute_losses", spoilt)
     out = tmp_path / "run"
     train(_cfg(shapes_splits, out, val_data=None, max_steps=2))  # two bad steps: under the limit of 3
     state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
@@ -363,14 +367,14 @@ def test_a_run_folder_is_not_overwritten_silently(tmp_path, shapes_splits):
 def last_saves(monkeypatch):
     """The `trained` metadata of every `last` a run saves."""
     saved = []
-    real = train_module.save_checkpoint
+    real = record_module.save_checkpoint
 
     def spy(model, path, *args, **kwargs):
         if path.name == "last":
             saved.append(kwargs["metadata"]["trained"])
         return real(model, path, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", spy)
+    monkeypatch.setattr(record_module, "save_checkpoint", spy)
     return saved
 
 
@@ -382,7 +386,7 @@ def test_save_every_keeps_last_within_n_steps(tmp_path, shapes_splits, last_save
 def test_save_every_minutes_keeps_last_within_the_training_minutes(tmp_path, shapes_splits, last_saves,
                                                                    monkeypatch):
     clock = iter(range(0, 10**6, 7))  # every reading of the clock: 7 seconds later
-    monkeypatch.setattr(train_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(loop_module.time, "perf_counter", lambda: float(next(clock)))
     train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_steps=12, save_every_minutes=0.5))
     saved = [s["elapsed"] for s in last_saves]
     assert len(saved) >= 3  # saves along the way, then the end
@@ -413,7 +417,7 @@ def test_the_kl_weight_moves_from_its_start_to_its_end_over_the_run():
 
 def test_training_applies_the_moving_kl_weight(tmp_path, shapes_splits, monkeypatch):
     used = []
-    real = train_module.loss_weights
-    monkeypatch.setattr(train_module, "loss_weights", lambda cfg: used.append(cfg.kl_weight) or real(cfg))
+    real = step_module.loss_weights
+    monkeypatch.setattr(step_module, "loss_weights", lambda cfg: used.append(cfg.kl_weight) or real(cfg))
     train(_cfg(shapes_splits, tmp_path / "run", val_data=None, max_steps=4, kl_weight=1e-2, kl_weight_start=1e-4))
     assert used == pytest.approx([1e-4, 10 ** -3.5, 1e-3, 10 ** -2.5])  # step k of 4: progress k / 4

@@ -1,4 +1,4 @@
-"""Shapes: the embedded caption data set (contract: specs/shapes.md).
+"""Shapes: the embedded caption data set (its contract: docs/shapes.md).
 
 Pictures of one or two flat coloured shapes on black, each with captions that state everything the
 picture must show. Because the caption language is a small fixed grammar, a generated picture can be
