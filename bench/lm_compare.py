@@ -1,7 +1,7 @@
 """Random against pretrained frozen LM, seen against unseen words: one table from compute_to_bar's runs.
 
     .venv/bin/python bench/lm_compare.py                        # every run in runs/compute/results.jsonl
-    .venv/bin/python bench/lm_compare.py --markdown             # the README's table
+    .venv/bin/python bench/lm_compare.py --markdown             # the table in docs/frozen-lm.md
 
 Reads the result lines `bench/compute_to_bar.py --unseen` wrote (the latest per run folder and split) and
 prints, per run: preset and lever, seed, training TFLOP, the one-time caption encoding, and the judge's
