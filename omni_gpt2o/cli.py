@@ -76,11 +76,7 @@ def sd_config(args: argparse.Namespace):
                          resolution=args.draft_resolution, dtype=args.draft_dtype)
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="omni-gpt2o", description="Text-to-image from a frozen GPT-2 and ViT; only the glue trains.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-
-    p = sub.add_parser("make-shapes", help="write a Shapes split (no download needed)")
+def make_shapes_flags(p: Parser) -> None:
     flag(p, "--out", required=True, help="output folder")
     flag(p, "--num-images", type=positive_int, required=True, help="pictures to draw (one caption each)")
     flag(p, "--split", choices=["train", "val", "test"], default="train",
@@ -98,14 +94,35 @@ def build_parser() -> Parser:
          help="val and test only: unseen says every scene in words no training caption uses (other colour, "
               "shape, place, size and relation words, other sentences, Russian), for a frozen LM's knowledge")
 
-    p = sub.add_parser("prepare-coco", help="index COCO captions (or a seed descriptions.txt) as a split folder")
+
+def run_make_shapes(args: argparse.Namespace) -> None:
+    from omni_gpt2o.data.shapes import make_shapes
+
+    out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size,
+                      two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs,
+                      swappable_pairs=args.swappable_pairs, wording=args.wording)
+    print(f"wrote {args.num_images} {args.split} pictures to {out}")
+
+
+def prepare_coco_flags(p: Parser) -> None:
     flag(p, "--annotations", required=True, help="captions_{train,val}2017.json, or a descriptions.txt")
     flag(p, "--images", required=True, help="the folder holding the pictures (referenced in place)")
     flag(p, "--out", required=True, help="split folder to write (captions.json)")
     flag(p, "--max-images", type=positive_int, help="index only the first this many pictures")
     flag(p, "--write-descriptions", help="also write the split as a seed-style descriptions.txt here")
 
-    p = sub.add_parser("precompute", help="fill a split's caches: preprocessed pictures and frozen ViT features")
+
+def run_prepare_coco(args: argparse.Namespace) -> None:
+    from omni_gpt2o.data.coco import prepare_coco, write_descriptions
+
+    index, n_images, n_captions = prepare_coco(args.annotations, args.images, args.out, args.max_images)
+    print(f"indexed {n_images} pictures with {n_captions} captions in {index}")
+    if args.write_descriptions:
+        n = write_descriptions(args.out, args.write_descriptions)
+        print(f"wrote {n} lines to {args.write_descriptions}")
+
+
+def precompute_flags(p: Parser) -> None:
     flag(p, "--data", required=True, help="split folder")
     flag(p, "--cache-dir", required=True, help="cache folder (give train the same --cache-dir)")
     model_source = p.add_mutually_exclusive_group()
@@ -115,7 +132,28 @@ def build_parser() -> Parser:
     flag(p, "--num-workers", type=non_negative_int, default=0, help="picture decoding processes (0: in this one)")
     add_device_flags(p)
 
-    p = sub.add_parser("prepare-drafts", help="draw a Stable Diffusion draft of every caption of a split, once")
+
+def run_precompute(args: argparse.Namespace) -> None:
+    from omni_gpt2o.checkpoint import load_checkpoint
+    from omni_gpt2o.config import get_preset
+    from omni_gpt2o.data.cache import precompute
+    from omni_gpt2o.data.dataset import CaptionedImages
+    from omni_gpt2o.model import build_model
+    from omni_gpt2o.utils import autocast_dtype, resolve_device
+
+    _check_dir(args.data, "--data")
+    device = resolve_device(args.device)
+    model = load_checkpoint(args.checkpoint, device)[0] if args.checkpoint else build_model(get_preset(args.preset))
+    model = model.to(device)
+    data = CaptionedImages(args.data, model.config.image_size, preload=False)
+    cache, encoded, rate = precompute(model, data, args.cache_dir, args.batch_size, args.num_workers,
+                                      autocast_dtype(device, args.precision))
+    print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir.parent}")
+    if not len(cache):
+        raise OmniError(f"no picture of {args.data} could be read: nothing was cached")
+
+
+def prepare_drafts_flags(p: Parser) -> None:
     flag(p, "--data", required=True, help="split folder; drafts are stored in DIR/drafts/")
     flag(p, "--preset", default="tiny", help="the model preset the drafts are for (sets their picture size)")
     flag(p, "--seed", type=int, default=0, help="seed of the drafts: caption i gets seed + i")
@@ -123,10 +161,37 @@ def build_parser() -> Parser:
     flag(p, "--device", default="auto", help=DEVICE_HELP)
     add_sd_flags(p)
 
-    p = sub.add_parser("train", help="train the glue on a split folder (many processes: accelerate launch)")
+
+def run_prepare_drafts(args: argparse.Namespace) -> None:
+    from omni_gpt2o.config import get_preset
+    from omni_gpt2o.data.dataset import read_split
+    from omni_gpt2o.sd_drafts import SDDraftSource, describe, prepare_drafts
+    from omni_gpt2o.utils import resolve_device
+
+    _check_dir(args.data, "--data")
+    records = read_split(args.data)
+    size = get_preset(args.preset).image_size
+    source = SDDraftSource(sd_config(args), resolve_device(args.device))
+    store, drawn, rate = prepare_drafts(args.data, records, source, size, seed=args.seed,
+                                        batch_size=args.batch_size)
+    print(f"drew {drawn} drafts ({rate:.2f} img/s); {describe(store)}")
+
+
+def train_flags(p: Parser) -> None:
     add_flags(p, TrainConfig)  # every flag, its default, help and range come from TrainConfig
 
-    p = sub.add_parser("generate", help="draw pictures from prompts")
+
+def run_train(args: argparse.Namespace) -> None:
+    from omni_gpt2o.train import train
+
+    cfg = from_flags(TrainConfig, args)
+    _check_dir(cfg.data, "--data")
+    if cfg.val_data:
+        _check_dir(cfg.val_data, "--val-data")
+    train(cfg)
+
+
+def generate_flags(p: Parser) -> None:
     flag(p, "--checkpoint", required=True, help="checkpoint folder (a run's checkpoints/best or last)")
     prompts = p.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", nargs="+", help="one or more prompts")
@@ -141,7 +206,33 @@ def build_parser() -> Parser:
     add_sd_flags(p)
     add_device_flags(p)
 
-    p = sub.add_parser("evaluate", help="score a model's pictures on Shapes captions, judged on pixels")
+
+def run_generate(args: argparse.Namespace) -> None:
+    from PIL import Image
+
+    from omni_gpt2o.generate import generate_to_dir, read_prompts
+    from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+    prompts = read_prompts(args.prompts_file) if args.prompts_file else args.prompt
+    _check_dir(args.checkpoint, "--checkpoint")
+    draft = args.draft
+    if draft not in ("noise", "sd"):
+        try:
+            draft = Image.open(args.draft).convert("RGB")
+        except (OSError, ValueError) as err:
+            raise OmniError(f"--draft {args.draft}: not noise, sd or a readable picture ({err})") from err
+    if not 0 < args.draft_strength <= 1:
+        raise OmniError("--draft-strength must be in (0, 1]")
+    pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision,
+                                             draft_config=sd_config(args))
+    records = generate_to_dir(pipe, prompts, args.out_dir, seed=args.seed, steps=args.steps,
+                              guidance=args.guidance, batch_size=args.batch_size, draft=draft,
+                              draft_strength=args.draft_strength, save_drafts=args.save_drafts,
+                              schedule_power=args.schedule_power)
+    print(f"wrote {len(records)} pictures, manifest.jsonl and grid.png to {args.out_dir}")
+
+
+def evaluate_flags(p: Parser) -> None:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="generate from this checkpoint and judge the pictures")
     source.add_argument("--manifest", help="judge the pictures of a `generate` output folder instead")
@@ -155,7 +246,54 @@ def build_parser() -> Parser:
     flag(p, "--out", help="write the scores and every judgement as JSON here")
     add_device_flags(p)
 
-    p = sub.add_parser("demo", help="the main job: Shapes data, train the offline preset, samples and report")
+
+def run_evaluate(args: argparse.Namespace) -> None:
+    from omni_gpt2o.evaluate import (
+        evaluate_manifest,
+        evaluate_pipeline,
+        format_scores,
+        learning_curve,
+        plot_learning_curve,
+        split_prompts,
+        write_report,
+    )
+    from omni_gpt2o.pipeline import OmniGPT2oPipeline
+
+    if args.manifest:
+        result = evaluate_manifest(args.manifest)
+    elif args.snapshots:
+        if not args.data:
+            raise OmniError("--data is needed with --snapshots: the split whose captions to draw")
+        _check_dir(args.snapshots, "--snapshots")
+        _check_dir(args.data, "--data")
+        points = learning_curve(args.snapshots, split_prompts(args.data, args.max_prompts), steps=args.steps,
+                                guidance=args.guidance, seed=args.seed, device=args.device,
+                                schedule_power=args.schedule_power)
+        for p in points:
+            print(f"{p['snapshot']}: {p['minutes']:.1f} min, step {p['step']}: one-object full "
+                  f"{100 * p['scores']['one_object']['full']:.1f}%, two-object full "
+                  f"{100 * p['scores']['two_object']['full']:.1f}%")
+        out = Path(args.out) if args.out else Path(args.snapshots) / "learning_curve.json"
+        write_report({"points": points}, out)
+        plot_learning_curve(points, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+        return
+    else:
+        if not args.data:
+            raise OmniError("--data is needed with --checkpoint: the split whose captions to draw")
+        _check_dir(args.checkpoint, "--checkpoint")
+        _check_dir(args.data, "--data")
+        prompts = split_prompts(args.data, args.max_prompts)
+        pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+        result = evaluate_pipeline(pipe, prompts, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                                   batch_size=args.batch_size, schedule_power=args.schedule_power)
+    print(format_scores(result["scores"]))
+    if args.out:
+        write_report(result, args.out)
+        print(f"wrote {args.out}")
+
+
+def demo_flags(p: Parser) -> None:
     flag(p, "--out", default="runs/demo", help="folder for the data, the run, samples.png and report.json")
     flag(p, "--minutes", type=positive_float, default=15.0, help="training time budget")
     flag(p, "--train-images", type=positive_int, default=TRAIN_IMAGES, help="Shapes pictures to train on")
@@ -172,7 +310,17 @@ def build_parser() -> Parser:
     flag(p, "--precision", choices=["auto", "bf16", "fp32"], default="auto", help=PRECISION_HELP)
     flag(p, "--device", default="auto", help="auto: a CUDA GPU when there is one (batch 128), else the CPU (batch 16)")
 
-    p = sub.add_parser("serve", help="a local web page (and a JSON endpoint) to try a checkpoint")
+
+def run_demo(args: argparse.Namespace) -> None:
+    from omni_gpt2o.demo import run_demo
+
+    run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
+             seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
+             precision=args.precision, device=args.device, same_colour_pairs=args.same_colour_pairs,
+             preset=args.preset)
+
+
+def serve_flags(p: Parser) -> None:
     flag(p, "--checkpoint", required=True, help="checkpoint folder, loaded once")
     flag(p, "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network, anyone who can "
                                                 "reach this machine)")
@@ -182,152 +330,51 @@ def build_parser() -> Parser:
     flag(p, "--max-steps", type=positive_int, default=50, help="the most sampling steps a request may ask for")
     add_sd_flags(p)
     add_device_flags(p)
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    from omni_gpt2o.serve import ServeLimits, serve
+
+    _check_dir(args.checkpoint, "--checkpoint")
+    serve(args.checkpoint, host=args.host, port=args.port, device=args.device, precision=args.precision,
+          limits=ServeLimits(queue=args.queue, max_steps=args.max_steps), draft_config=sd_config(args))
+
+
+DATA_COMMANDS = ("make-shapes", "prepare-coco")
+
+# Each subcommand: its help line, its flags, and what it runs (which imports what it needs, when it runs).
+COMMANDS = {
+    "make-shapes": ("write a Shapes split (no download needed)",
+        make_shapes_flags, run_make_shapes),
+    "prepare-coco": ("index COCO captions (or a seed descriptions.txt) as a split folder",
+        prepare_coco_flags, run_prepare_coco),
+    "precompute": ("fill a split's caches: preprocessed pictures and frozen ViT features",
+        precompute_flags, run_precompute),
+    "prepare-drafts": ("draw a Stable Diffusion draft of every caption of a split, once",
+        prepare_drafts_flags, run_prepare_drafts),
+    "train": ("train the glue on a split folder (many processes: accelerate launch)",
+        train_flags, run_train),
+    "generate": ("draw pictures from prompts",
+        generate_flags, run_generate),
+    "evaluate": ("score a model's pictures on Shapes captions, judged on pixels",
+        evaluate_flags, run_evaluate),
+    "demo": ("the main job: Shapes data, train the offline preset, samples and report",
+        demo_flags, run_demo),
+    "serve": ("a local web page (and a JSON endpoint) to try a checkpoint",
+        serve_flags, run_serve),
+}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="omni-gpt2o", description="Text-to-image from a frozen GPT-2 and ViT; only the glue trains.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (help_line, add_flags_of, _) in COMMANDS.items():
+        add_flags_of(sub.add_parser(name, help=help_line))
     return parser
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.command == "make-shapes":
-        from omni_gpt2o.data.shapes import make_shapes
-
-        out = make_shapes(args.out, args.num_images, split=args.split, seed=args.seed, size=args.size,
-                          two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs,
-                          swappable_pairs=args.swappable_pairs, wording=args.wording)
-        print(f"wrote {args.num_images} {args.split} pictures to {out}")
-
-    elif args.command == "prepare-coco":
-        from omni_gpt2o.data.coco import prepare_coco, write_descriptions
-
-        index, n_images, n_captions = prepare_coco(args.annotations, args.images, args.out, args.max_images)
-        print(f"indexed {n_images} pictures with {n_captions} captions in {index}")
-        if args.write_descriptions:
-            n = write_descriptions(args.out, args.write_descriptions)
-            print(f"wrote {n} lines to {args.write_descriptions}")
-
-    elif args.command == "precompute":
-        from omni_gpt2o.checkpoint import load_checkpoint
-        from omni_gpt2o.config import get_preset
-        from omni_gpt2o.data.cache import precompute
-        from omni_gpt2o.data.dataset import CaptionedImages
-        from omni_gpt2o.model import build_model
-        from omni_gpt2o.utils import autocast_dtype, resolve_device
-
-        _check_dir(args.data, "--data")
-        device = resolve_device(args.device)
-        model = load_checkpoint(args.checkpoint, device)[0] if args.checkpoint else build_model(get_preset(args.preset))
-        model = model.to(device)
-        data = CaptionedImages(args.data, model.config.image_size, preload=False)
-        cache, encoded, rate = precompute(model, data, args.cache_dir, args.batch_size, args.num_workers,
-                                          autocast_dtype(device, args.precision))
-        print(f"encoded {encoded} pictures ({rate:.0f}/s); {len(cache)}/{len(data)} cached in {cache.dir.parent}")
-        if not len(cache):
-            raise OmniError(f"no picture of {args.data} could be read: nothing was cached")
-
-    elif args.command == "prepare-drafts":
-        from omni_gpt2o.config import get_preset
-        from omni_gpt2o.data.dataset import read_split
-        from omni_gpt2o.sd_drafts import SDDraftSource, describe, prepare_drafts
-        from omni_gpt2o.utils import resolve_device
-
-        _check_dir(args.data, "--data")
-        records = read_split(args.data)
-        size = get_preset(args.preset).image_size
-        source = SDDraftSource(sd_config(args), resolve_device(args.device))
-        store, drawn, rate = prepare_drafts(args.data, records, source, size, seed=args.seed,
-                                            batch_size=args.batch_size)
-        print(f"drew {drawn} drafts ({rate:.2f} img/s); {describe(store)}")
-
-    elif args.command == "train":
-        from omni_gpt2o.train import train
-
-        cfg = from_flags(TrainConfig, args)
-        _check_dir(cfg.data, "--data")
-        if cfg.val_data:
-            _check_dir(cfg.val_data, "--val-data")
-        train(cfg)
-
-    elif args.command == "generate":
-        from PIL import Image
-
-        from omni_gpt2o.generate import generate_to_dir, read_prompts
-        from omni_gpt2o.pipeline import OmniGPT2oPipeline
-
-        prompts = read_prompts(args.prompts_file) if args.prompts_file else args.prompt
-        _check_dir(args.checkpoint, "--checkpoint")
-        draft = args.draft
-        if draft not in ("noise", "sd"):
-            try:
-                draft = Image.open(args.draft).convert("RGB")
-            except (OSError, ValueError) as err:
-                raise OmniError(f"--draft {args.draft}: not noise, sd or a readable picture ({err})") from err
-        if not 0 < args.draft_strength <= 1:
-            raise OmniError("--draft-strength must be in (0, 1]")
-        pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision,
-                                                 draft_config=sd_config(args))
-        records = generate_to_dir(pipe, prompts, args.out_dir, seed=args.seed, steps=args.steps,
-                                  guidance=args.guidance, batch_size=args.batch_size, draft=draft,
-                                  draft_strength=args.draft_strength, save_drafts=args.save_drafts,
-                                  schedule_power=args.schedule_power)
-        print(f"wrote {len(records)} pictures, manifest.jsonl and grid.png to {args.out_dir}")
-
-    elif args.command == "evaluate":
-        from omni_gpt2o.evaluate import (
-            evaluate_manifest,
-            evaluate_pipeline,
-            format_scores,
-            learning_curve,
-            plot_learning_curve,
-            split_prompts,
-            write_report,
-        )
-        from omni_gpt2o.pipeline import OmniGPT2oPipeline
-
-        if args.manifest:
-            result = evaluate_manifest(args.manifest)
-        elif args.snapshots:
-            if not args.data:
-                raise OmniError("--data is needed with --snapshots: the split whose captions to draw")
-            _check_dir(args.snapshots, "--snapshots")
-            _check_dir(args.data, "--data")
-            points = learning_curve(args.snapshots, split_prompts(args.data, args.max_prompts), steps=args.steps,
-                                    guidance=args.guidance, seed=args.seed, device=args.device,
-                                    schedule_power=args.schedule_power)
-            for p in points:
-                print(f"{p['snapshot']}: {p['minutes']:.1f} min, step {p['step']}: one-object full "
-                      f"{100 * p['scores']['one_object']['full']:.1f}%, two-object full "
-                      f"{100 * p['scores']['two_object']['full']:.1f}%")
-            out = Path(args.out) if args.out else Path(args.snapshots) / "learning_curve.json"
-            write_report({"points": points}, out)
-            plot_learning_curve(points, out.with_suffix(".png"))
-            print(f"wrote {out} and {out.with_suffix('.png')}")
-            return
-        else:
-            if not args.data:
-                raise OmniError("--data is needed with --checkpoint: the split whose captions to draw")
-            _check_dir(args.checkpoint, "--checkpoint")
-            _check_dir(args.data, "--data")
-            prompts = split_prompts(args.data, args.max_prompts)
-            pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
-            result = evaluate_pipeline(pipe, prompts, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                                       batch_size=args.batch_size, schedule_power=args.schedule_power)
-        print(format_scores(result["scores"]))
-        if args.out:
-            write_report(result, args.out)
-            print(f"wrote {args.out}")
-
-    elif args.command == "demo":
-        from omni_gpt2o.demo import run_demo
-
-        run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
-                 seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
-                 precision=args.precision, device=args.device, same_colour_pairs=args.same_colour_pairs,
-                 preset=args.preset)
-
-    elif args.command == "serve":
-        from omni_gpt2o.serve import ServeLimits, serve
-
-        _check_dir(args.checkpoint, "--checkpoint")
-        serve(args.checkpoint, host=args.host, port=args.port, device=args.device, precision=args.precision,
-              limits=ServeLimits(queue=args.queue, max_steps=args.max_steps), draft_config=sd_config(args))
+    COMMANDS[args.command][2](args)
 
 
 def _check_dir(path: str, name: str) -> None:
@@ -338,9 +385,10 @@ def _check_dir(path: str, name: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
+    if args.command not in DATA_COMMANDS:  # the data commands never load a model: no model library imported
+        from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # our own bars say what is going on
+        hf_logging.disable_progress_bar()  # our own bars say what is going on
     try:
         run(args)
     except (OmniError, ValueError, OSError) as err:  # OSError: a path that cannot be written or read

@@ -265,3 +265,49 @@ def test_bench_assignments_read_numbers_tuples_booleans_and_words():
     assert got == {"kl_weight": 0.03, "decoder_channels": (64, 128), "decoder_word_values": False,
                    "text_layer_mix": True, "draft": "noise"}
     assert got["decoder_word_values"] is False  # never the string "false", which would read as true
+
+
+MODEL_LIBRARIES = ("torch", "transformers", "timm", "diffusers", "accelerate")
+# Runs the command line in a fresh process, then prints which model libraries it had imported.
+IMPORTS_OF = """
+import json, sys
+from omni_gpt2o.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps({"code": code, "loaded": [m for m in LIBRARIES if m in sys.modules]}))
+""".replace("LIBRARIES", repr(MODEL_LIBRARIES))
+
+
+def imports_of(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", IMPORTS_OF, *argv], capture_output=True, text=True, timeout=120)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("command", [[], *([name] for name in build_parser()._subparsers._group_actions[0].choices)])
+def test_help_imports_no_model_library(command):
+    assert imports_of(*command, "--help") == {"code": 0, "loaded": []}
+
+
+def test_the_data_commands_import_no_model_library(tmp_path):
+    assert imports_of("make-shapes", "--out", str(tmp_path / "shapes"), "--num-images", "3", "--size", "32") == \
+        {"code": 0, "loaded": []}
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "1.jpg")
+    (tmp_path / "captions.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "1.jpg"}],
+        "annotations": [{"image_id": 1, "id": 1, "caption": "a dog"}]}))
+    assert imports_of("prepare-coco", "--annotations", str(tmp_path / "captions.json"), "--images",
+                      str(tmp_path / "images"), "--out", str(tmp_path / "split")) == {"code": 0, "loaded": []}
+    assert (tmp_path / "split" / "captions.json").is_file()
+    # The check itself sees a model library when one is loaded.
+    assert "torch" in imports_of("generate", "--checkpoint", str(tmp_path), "--prompt", "x", "--out-dir",
+                                 str(tmp_path / "out"))["loaded"]
+
+
+def test_importing_the_package_loads_no_model_library():
+    done = subprocess.run([sys.executable, "-c", "import sys, omni_gpt2o, omni_gpt2o.train; "
+                           f"print([m for m in {MODEL_LIBRARIES!r} if m in sys.modules])"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]"
