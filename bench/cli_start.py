@@ -30,18 +30,29 @@ from coco_index import make_captions_file  # noqa: E402
 from omni_gpt2o.cli import COMMANDS  # noqa: E402
 from omni_gpt2o.compute import describe_machine, machine_info  # noqa: E402
 
-COMMAND = str(Path(sys.executable).with_name("omni-gpt2o"))
+# `omni-gpt2o ARGS` as its console script runs it, writing its own peak resident memory (VmHWM) at exit: the
+# kernel's per-process maximum that wait4 reports also counts the parent's memory at the fork.
+COMMAND = [sys.executable, "-c", """
+import atexit, os, sys
+def peak():
+    with open(os.environ["PEAK_FILE"], "w") as out:
+        out.write(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")))
+atexit.register(peak)
+from omni_gpt2o.cli import main
+sys.exit(main(sys.argv[1:]))
+"""]
 
 
 def timed(argv: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak resident MB of one process running `argv` to its end."""
-    start = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(argv)} failed: {child.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    """Wall seconds and peak resident MB of one `omni-gpt2o` process running `argv` to its end."""
+    with tempfile.NamedTemporaryFile() as peak:
+        start = time.perf_counter()
+        done = subprocess.run(COMMAND + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              env=os.environ | {"PEAK_FILE": peak.name})
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"omni-gpt2o {' '.join(argv)} failed: {done.stderr.decode()[-2000:]}")
+        return seconds, int(Path(peak.name).read_text()) / 1024
 
 
 def median_of(argv: list[str], repeats: int) -> tuple[float, float]:
@@ -75,19 +86,18 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="a demo checkpoint (default: the tiny preset, saved as the demo does)")
     parser.add_argument("--repeats", type=int, default=5, help="runs of each --help; the median is printed")
     args = parser.parse_args()
-    threads = os.environ.get('OMP_NUM_THREADS', 'all')
-    print(f"machine: {describe_machine(machine_info())}; threads: {threads}", flush=True)
+    print(f"machine: {describe_machine(machine_info())}", flush=True)
 
-    seconds, mb = median_of([COMMAND, "--help"], args.repeats)
+    seconds, mb = median_of(["--help"], args.repeats)
     print(f"omni-gpt2o --help: {seconds:.3f} s, {mb:.0f} MB (median of {args.repeats})", flush=True)
-    slowest = max(median_of([COMMAND, name, "--help"], args.repeats) + (name,) for name in COMMANDS)
+    slowest = max(median_of([name, "--help"], args.repeats) + (name,) for name in COMMANDS)
     print(f"slowest subcommand --help: {slowest[2]}, {slowest[0]:.3f} s, {slowest[1]:.0f} MB", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_captions_file(tmp / "captions_train2017.json")
         (tmp / "train2017").mkdir()
-        seconds, mb = timed([COMMAND, "prepare-coco", "--annotations", str(tmp / "captions_train2017.json"),
+        seconds, mb = timed(["prepare-coco", "--annotations", str(tmp / "captions_train2017.json"),
                              "--images", str(tmp / "train2017"), "--out", str(tmp / "split")])
         size = (tmp / "captions_train2017.json").stat().st_size / 1e6
         print(f"prepare-coco, 118,287 pictures / 591,753 captions ({size:.0f} MB): {seconds:.2f} s, "
@@ -104,7 +114,7 @@ def main() -> None:
             torch.manual_seed(0)
             checkpoint = str(tmp / "checkpoint")
             save_checkpoint(build_model(get_preset("tiny")), checkpoint)
-        seconds, mb = timed([COMMAND, "generate", "--checkpoint", checkpoint, "--prompt",
+        seconds, mb = timed(["generate", "--checkpoint", checkpoint, "--prompt",
                              "a red circle to the left of a blue square", "--out-dir", str(tmp / "out"),
                              "--precision", "fp32"])
         print(f"generate, one prompt (8 steps, guidance, fp32): {seconds:.2f} s to the picture on disk and the "
