@@ -1,5 +1,5 @@
-"""`omni-gpt2o <subcommand>`: make-shapes, prepare-coco, precompute, prepare-drafts, train, generate, evaluate,
-demo, serve.
+"""`omni-gpt2o <subcommand>`: make-shapes, make-emoji, prepare-coco, precompute, prepare-drafts, train, generate,
+evaluate, demo, serve.
 
 Flags are --kebab-case; the --snake_case spellings of the original prototype (github.com/rapotekhin/omni-gpt2o)
 work too. Bad input exits non-zero with one clear line on stderr.
@@ -102,6 +102,23 @@ def run_make_shapes(args: argparse.Namespace) -> None:
                       two_object_share=args.two_object_share, same_colour_pairs=args.same_colour_pairs,
                       swappable_pairs=args.swappable_pairs, wording=args.wording)
     print(f"wrote {args.num_images} {args.split} pictures to {out}")
+
+
+def make_emoji_flags(p: Parser) -> None:
+    flag(p, "--out", required=True, help="output folder")
+    flag(p, "--split", choices=["train", "val", "test"], default="train",
+         help="train: every trainable emoji and pairs that are not held out; val and test: held-out tones, "
+              "wordings, frames and pairs beside trained emoji, each picture tagged with its category")
+    flag(p, "--size", type=checked(int, minimum=16, maximum=1024), default=64, help="picture side in pixels")
+    flag(p, "--seed", type=int, default=0, help="seed of the pictures drawn: a split repeats (what is held out "
+                                                 "does not depend on it)")
+
+
+def run_make_emoji(args: argparse.Namespace) -> None:
+    from omni_gpt2o.data.emoji import make_emoji
+
+    out = make_emoji(args.out, split=args.split, size=args.size, seed=args.seed)
+    print(f"wrote the emoji {args.split} split to {out}")
 
 
 def prepare_coco_flags(p: Parser) -> None:
@@ -340,12 +357,14 @@ def run_serve(args: argparse.Namespace) -> None:
           limits=ServeLimits(queue=args.queue, max_steps=args.max_steps), draft_config=sd_config(args))
 
 
-DATA_COMMANDS = ("make-shapes", "prepare-coco")
+DATA_COMMANDS = ("make-shapes", "make-emoji", "prepare-coco")
 
 # Each subcommand: its help line, its flags, and what it runs (which imports what it needs, when it runs).
 COMMANDS = {
     "make-shapes": ("write a Shapes split (no download needed)",
         make_shapes_flags, run_make_shapes),
+    "make-emoji": ("write an emoji split: OpenMoji's drawings with their CLDR names (no download needed)",
+        make_emoji_flags, run_make_emoji),
     "prepare-coco": ("index COCO captions (or a seed descriptions.txt) as a split folder",
         prepare_coco_flags, run_prepare_coco),
     "precompute": ("fill a split's caches: preprocessed pictures and frozen ViT features",

@@ -13,7 +13,7 @@ LAYERS = [
     # foundations: no model library needed for most of them
     "fileio", "options", "config", "utils", "bars", "drafts", "scheduler",
     # data
-    "data", "data.dataset", "data.coco", "data.photos", "data.shapes", "data.wordings", "data.text_cache",
+    "data", "data.dataset", "data.coco", "data.photos", "data.shapes", "data.wordings", "data.emoji", "data.text_cache",
     "data.cache",
     # the model: frozen backbones, trained glue, checkpoints
     "backbones", "decoder", "reader", "model", "checkpoint", "sd_drafts",

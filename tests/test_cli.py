@@ -293,6 +293,8 @@ def test_help_imports_no_model_library(command):
 def test_the_data_commands_import_no_model_library(tmp_path):
     assert imports_of("make-shapes", "--out", str(tmp_path / "shapes"), "--num-images", "3", "--size", "32") == \
         {"code": 0, "loaded": []}
+    assert imports_of("make-emoji", "--out", str(tmp_path / "emoji"), "--split", "val", "--size", "16") == \
+        {"code": 0, "loaded": []}
     (tmp_path / "images").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "1.jpg")
     (tmp_path / "captions.json").write_text(json.dumps({
