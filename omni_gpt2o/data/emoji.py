@@ -164,20 +164,24 @@ def fitted(char: str, side: int) -> Image.Image:
     return ink.convert("RGBa").resize(size, Image.Resampling.LANCZOS).convert("RGBA")
 
 
+def centres(relation: str | None) -> list[tuple[float, float]]:
+    """Where each emoji's centre goes, as shares of the side: one in the middle; for "A relation B", A and B at
+    0.27 and 0.73 along the relation's axis (A first for "to the left of" and "above") and 0.5 across it."""
+    if relation is None:
+        return [(0.5, 0.5)]
+    dx, dy = (sum(span) / 2 for span in RELATIONS[relation])  # A's centre minus B's, in Shapes' grammar
+    along = dx if abs(dx) > abs(dy) else dy
+    first, second = PAIR_CENTRES if along < 0 else PAIR_CENTRES[::-1]
+    return [(first, 0.5), (second, 0.5)] if along is dx else [(0.5, first), (0.5, second)]
+
+
 def render(chars: tuple[str, ...], size: int, relation: str | None = None) -> tuple[Image.Image, list[list[int]]]:
     """One emoji fitted to 80% of the side and centred, or two (chars[0] `relation` chars[1]) each fitted to 40%,
     centred at 0.27 and 0.73 of the side along the relation's axis; on white. Returns the picture and each
     emoji's bbox [x, y, w, h] in pixels."""
     picture = Image.new("RGBA", (size, size), (255, 255, 255, 255))
-    if relation is None:
-        centres = [(0.5, 0.5)]
-    else:
-        dx, dy = (sum(span) / 2 for span in RELATIONS[relation])  # chars[0]'s centre minus chars[1]'s
-        along = dx if abs(dx) > abs(dy) else dy
-        first, second = PAIR_CENTRES if along < 0 else PAIR_CENTRES[::-1]
-        centres = [(first, 0.5), (second, 0.5)] if along is dx else [(0.5, first), (0.5, second)]
     boxes = []
-    for char, (cx, cy) in zip(chars, centres):
+    for char, (cx, cy) in zip(chars, centres(relation)):
         ink = fitted(char, round((SINGLE_FIT if relation is None else PAIR_FIT) * size))
         x, y = round(cx * size - ink.width / 2), round(cy * size - ink.height / 2)
         picture.alpha_composite(ink, (x, y))
