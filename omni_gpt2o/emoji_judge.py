@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from omni_gpt2o.backbones import LITE0_SHA256, load_lite0
+from omni_gpt2o.backbones import load_lite0
+from omni_gpt2o.config import LITE0
 from omni_gpt2o.data.emoji import TONES, Emoji, catalogue, centres, render
 from omni_gpt2o.fileio import atomic_path
 
@@ -64,7 +65,8 @@ class EmojiJudge:
         self.lite0 = load_lite0().to(self.device)
         renders = [render((e.char,), size)[0] for e in self.emojis]
         self.pixel_bank = self.pixels(renders)
-        key = hashlib.sha256("\n".join([LITE0_SHA256, str(size), str(JUDGE_SIZE), *self.index]).encode()).hexdigest()
+        named = [LITE0["image_model_sha256"], str(size), str(JUDGE_SIZE), *self.index]
+        key = hashlib.sha256("\n".join(named).encode()).hexdigest()
         cached = Path(cache_dir) / f"emoji-judge-{key[:16]}.npy" if cache_dir else None
         if cached is not None and cached.is_file():  # the real renders' features: computed once per size
             self.bank = torch.from_numpy(np.load(cached, allow_pickle=False))

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from omni_gpt2o import backbones
 from omni_gpt2o.backbones import ModelLoadError, load_lite0
+from omni_gpt2o.config import LITE0
 from omni_gpt2o.data.emoji import catalogue, make_emoji, render
 from omni_gpt2o.emoji_judge import (
     EmojiJudge,
@@ -74,7 +74,7 @@ def test_frechet_and_kernel_distances_measure_a_shift():
 
 def test_a_changed_lite0_file_is_one_line(monkeypatch):
     assert load_lite0().num_features == 1280
-    monkeypatch.setattr(backbones, "LITE0_SHA256", "0" * 64)
+    monkeypatch.setitem(LITE0, "image_model_sha256", "0" * 64)
     with pytest.raises(ModelLoadError, match="sha256"):
         load_lite0()
 
