@@ -328,8 +328,12 @@ def demo_flags(p: Parser) -> None:
          help="share of the training pairs drawn in one colour (0: the grammar's two-colour pairs only)")
     flag(p, "--val-images", type=positive_int, default=400, help="validation captions, all scored at the end")
     flag(p, "--seed", type=int, default=0, help="seed of the data and the run")
-    flag(p, "--preset", choices=["tiny", "tiny-hour"], default="tiny",
-         help="tiny: the 15-minute recipe; tiny-hour: narrower, reads whole words, for an hour (200 TFLOP)")
+    flag(p, "--preset", choices=["tiny", "tiny-hour", "smollm2", "smollm2-hour", "tiny-lite0", "smollm2-lite0"],
+         default="tiny", help="tiny: the 15-minute recipe; tiny-hour: narrower, reads whole words, for an hour (200 "
+                              "TFLOP); smollm2*: a pretrained LM; *-lite0: a pretrained image tower")
+    flag(p, "--data", choices=["shapes", "emoji"], default="shapes",
+         help="shapes: 18 words, judged on the pixels; emoji: OpenMoji's drawings with their real names, judged by "
+              "retrieval (docs/emoji.md)")
     flag(p, "--curve-points", type=non_negative_int, default=3,
          help="snapshots along the run, each scored, for learning_curve.png (0: none)")
     flag(p, "--curve-prompts", type=positive_int, default=100,
@@ -344,7 +348,7 @@ def run_demo(args: argparse.Namespace) -> None:
     run_demo(args.out, minutes=args.minutes, train_images=args.train_images, val_images=args.val_images,
              seed=args.seed, curve_points=args.curve_points, curve_prompts=args.curve_prompts,
              precision=args.precision, device=args.device, same_colour_pairs=args.same_colour_pairs,
-             preset=args.preset)
+             preset=args.preset, data=args.data)
 
 
 def serve_flags(p: Parser) -> None:

@@ -1,7 +1,7 @@
-"""The main job: make Shapes data, train an offline preset (`tiny`, or `tiny-hour` for an hour's budget; on a
-CUDA GPU when there is one, else the CPU), then write samples and a report.
+"""The main job: make Shapes data (or emoji), train an offline preset (`tiny`, or `tiny-hour` for an hour's
+budget; on a CUDA GPU when there is one, else the CPU), then write samples and a report.
 
-    DIR/data/{train,val}/    Shapes splits (reused when already made with the same settings)
+    DIR/data/{train,val}/    Shapes splits (reused when already made with the same settings), or emoji splits
     DIR/run/                 the training run (checkpoints, tensorboard, loss curve)
     DIR/checkpoint/          the best checkpoint, for `omni-gpt2o generate`
     DIR/samples.png          prompts (held-out colour-shape pairs among them) and their pictures
@@ -22,7 +22,16 @@ from omni_gpt2o.checkpoint import TRAINER_STATE, TRAINING_STATE, read_config
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
 from omni_gpt2o.config import DEFAULT_GUIDANCE, SAME_COLOUR_PAIRS, SCHEDULE_POWER, TRAIN_IMAGES, get_preset
 from omni_gpt2o.data.shapes import shapes_split
-from omni_gpt2o.evaluate import evaluate_pipeline, format_scores, learning_curve, plot_learning_curve, split_prompts
+from omni_gpt2o.evaluate import (
+    EMOJI_GROUPS,
+    evaluate_emoji,
+    evaluate_pipeline,
+    format_emoji_scores,
+    format_scores,
+    learning_curve,
+    plot_learning_curve,
+    split_prompts,
+)
 from omni_gpt2o.fileio import atomic_path, json_text
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
 from omni_gpt2o.train import TrainConfig, train
@@ -65,23 +74,51 @@ def learning_rate_for(batch_size: int) -> float:
 EMA_DECAY = 0.0
 
 
+def emoji_splits(out: Path, seed: int) -> tuple[Path, Path]:
+    """The emoji train and val splits of a seed (made once; a settings file says which)."""
+    from omni_gpt2o.data.emoji import make_emoji
+
+    folders = []
+    for split in ("train", "val"):
+        folder, marker = out / "data" / f"emoji-{split}", out / "data" / f"emoji-{split}" / "settings.json"
+        settings = json.dumps({"split": split, "seed": seed, "size": 64})
+        if not (marker.is_file() and marker.read_text() == settings):
+            make_emoji(folder, split=split, seed=seed)
+            marker.write_text(settings)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def emoji_sample_prompts(val_dir: Path) -> list[str]:
+    """The first two captions of each category of the emoji val split, and a Russian scene never trained."""
+    from omni_gpt2o.evaluate import emoji_records
+
+    return [r["prompt"] for r in emoji_records(val_dir, 2)] + ["кот слева от ракеты"]
+
+
 def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images: int = TRAIN_IMAGES,
              val_images: int = 400, seed: int = 0, batch_size: int | None = None, curve_points: int = 3,
              curve_prompts: int = 100, precision: str = "auto", device: str = "auto",
-             same_colour_pairs: float = SAME_COLOUR_PAIRS, preset: str = "tiny") -> dict:
-    """Train `preset` (one that builds its frozen backbones offline) on Shapes for `minutes` (on a CUDA GPU when
-    there is one, else the CPU), then draw and judge every validation caption. The learning curve scores
-    `curve_points` snapshots on the first `curve_prompts` captions (cheaper); the final weights are scored on
-    all of them."""
+             same_colour_pairs: float = SAME_COLOUR_PAIRS, preset: str = "tiny", data: str = "shapes") -> dict:
+    """Train `preset` (one that builds its frozen backbones offline) on Shapes (or `data="emoji"`) for `minutes`
+    (on a CUDA GPU when there is one, else the CPU), then draw and judge every validation caption. The learning
+    curve scores `curve_points` snapshots on the first `curve_prompts` captions (cheaper); the final weights are
+    scored on all of them. On emoji every validation picture (at most val_images // 7 of each category) is
+    judged by retrieval at the end, with no learning curve."""
     if get_preset(preset).needs_download:
         raise ValueError(f"the demo trains offline, so its preset must need no download (tiny, tiny-hour, smollm2); "
                          f"{preset!r} loads its backbones from a hub: train it with `omni-gpt2o train --preset "
                          f"{preset}`")
+    if data not in ("shapes", "emoji"):
+        raise ValueError(f"data must be shapes or emoji, not {data!r}")
     out = Path(out)
     started = time.time()
-    train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed,
-                             same_colour_pairs=same_colour_pairs)
-    val_dir = shapes_split(out / "data" / "val", val_images, split="val", seed=seed)
+    if data == "emoji":
+        (train_dir, val_dir), curve_points = emoji_splits(out, seed), 0
+    else:
+        train_dir = shapes_split(out / "data" / "train", train_images, split="train", seed=seed,
+                                 same_colour_pairs=same_colour_pairs)
+        val_dir = shapes_split(out / "data" / "val", val_images, split="val", seed=seed)
 
     dev = torch.device("cuda") if device == "auto" and torch.cuda.is_available() else resolve_device(
         "cpu" if device == "auto" else device)  # MPS only when asked for: its speed is unmeasured
@@ -107,10 +144,11 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     shutil.copytree(best, ckpt, ignore=shutil.ignore_patterns(TRAINING_STATE, TRAINER_STATE))
 
     pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device=str(dev), precision=precision_used)
-    images = pipe(SAMPLE_PROMPTS, num_inference_steps=SAMPLE_STEPS, guidance_scale=DEFAULT_GUIDANCE,
-                  generator=[torch.Generator().manual_seed(seed + i) for i in range(len(SAMPLE_PROMPTS))]).images
+    sample_prompts = emoji_sample_prompts(val_dir) if data == "emoji" else SAMPLE_PROMPTS
+    images = pipe(sample_prompts, num_inference_steps=SAMPLE_STEPS, guidance_scale=DEFAULT_GUIDANCE,
+                  generator=[torch.Generator().manual_seed(seed + i) for i in range(len(sample_prompts))]).images
     with atomic_path(out / "samples.png") as tmp:
-        image_grid(images, SAMPLE_PROMPTS, cols=4, scale=2).save(tmp, format="PNG")
+        image_grid(images, sample_prompts, cols=5 if data == "emoji" else 4, scale=2).save(tmp, format="PNG")
 
     prompts = split_prompts(val_dir)
     curve = None
@@ -128,15 +166,22 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     same = [p for p in curve or [] if p["step"] == trained.get("step") and p["scores"]["all"]["n"] == len(prompts)]
     if same:
         scores = same[0]["scores"]
+    elif data == "emoji":
+        per_category = max(1, val_images // len(EMOJI_GROUPS[1:]))
+        print(f"scoring: drawing up to {per_category} validation captions of each category, judged by retrieval",
+              flush=True)
+        scores = evaluate_emoji(pipe, val_dir, per_category, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE,
+                                seed=seed)["scores"]
     else:
         print(f"scoring: drawing {len(prompts)} validation captions, judged on pixels", flush=True)
         scores = evaluate_pipeline(pipe, prompts, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE, seed=seed)["scores"]
-    print(format_scores(scores), flush=True)
+    print(format_emoji_scores(scores) if data == "emoji" else format_scores(scores), flush=True)
     run_state = json.loads((out / "run" / "checkpoints" / "last" / TRAINER_STATE).read_text())
     flops = training_step_flops(pipe.model, cfg)
     compute = run_flops(flops, run_state["step"], run_state.get("rollout_steps", 0))
     report = {
         "preset": preset,
+        "data": data,
         "training": trained,
         "train_minutes_budget": minutes,
         "run": {"steps": run_state["step"], "rollout_steps": run_state.get("rollout_steps", 0),
@@ -149,7 +194,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
         "val_images": val_images,
         "batch_size": batch_size,
         "seed": seed,
-        "sample_prompts": SAMPLE_PROMPTS,
+        "sample_prompts": sample_prompts,
         "sample_steps": SAMPLE_STEPS,
         "guidance": DEFAULT_GUIDANCE,
         "schedule_power": SCHEDULE_POWER,

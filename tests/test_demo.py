@@ -93,3 +93,29 @@ def test_demo_trains_either_preset_at_the_cpu_batch_and_scales_the_rate_with_a_b
         run_demo(tmp_path / "b64", preset="tiny", device="cpu", train_images=4, val_images=4, batch_size=64)
     assert chosen == {("tiny", 16): pytest.approx(1e-3), ("tiny-hour", 16): pytest.approx(1e-3),
                       ("tiny", 64): pytest.approx(2e-3)}
+
+
+def test_the_demo_trains_on_emoji_and_judges_each_category(tmp_path, monkeypatch):
+    from omni_gpt2o import emoji_judge
+    from omni_gpt2o.data import emoji as emoji_data
+
+    monkeypatch.setattr(emoji_data, "TRAIN_SCENES", 16)  # fewer pictures, the same rules
+    monkeypatch.setattr(emoji_data, "EVAL_PER_CATEGORY", 2)
+    few = emoji_data.catalogue()[::60]  # the judge over fewer emoji (and every one the val split asks for): fast
+    asked = {o for p in emoji_data.plan_split("val", 0) for o in p.emojis}
+    monkeypatch.setattr(emoji_judge, "catalogue", lambda: tuple(set(few) | asked))
+    clock = {"now": 0.0}
+
+    def fake_clock() -> float:
+        clock["now"] += 1.0
+        return clock["now"]
+
+    monkeypatch.setattr(train_loop.time, "perf_counter", fake_clock)
+    report = run_demo(tmp_path, minutes=0.1, batch_size=8, data="emoji", val_images=14)
+    monkeypatch.undo()
+    assert report["data"] == "emoji" and report["learning_curve"] is None and report["training"]["step"] > 0
+    scores = report["scores"]
+    assert {"trained", "held_out_tones", "scenes", "russian"} <= set(scores) and scores["scenes"]["n"] == 4
+    assert "right_tone" in scores["held_out_tones"] and 0 <= scores["all"]["lite0_top5"] <= 1
+    assert "кот слева от ракеты" in report["sample_prompts"]
+    assert (tmp_path / "data" / "emoji-train" / "ATTRIBUTION.txt").is_file()
