@@ -27,13 +27,26 @@ from tqdm import tqdm
 
 from omni_gpt2o.fileio import OmniError, atomic_dir, json_text
 
+_WEIGHT_HASHES: dict[tuple, object] = {}  # hashing 135M weights takes seconds: once per set of tensors
+
+
+def _weights_hash(lm: torch.nn.Module):
+    """A sha256 fed with the LM's weights (a copy, to go on feeding), remembered for the same tensors at the same
+    version: an in-place change of any of them bumps its version and hashes again."""
+    tensors = lm.state_dict()
+    seen = tuple((name, t.data_ptr(), t._version) for name, t in tensors.items())
+    if seen not in _WEIGHT_HASHES:
+        digest = hashlib.sha256()
+        for name, tensor in tensors.items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+        _WEIGHT_HASHES[seen] = digest
+    return _WEIGHT_HASHES[seen].copy()
+
 
 def lm_key(model) -> str:
     """What the cached states depend on: the LM's weights (hashed), its tokenizer, the layers read, the limit."""
-    digest = hashlib.sha256()
-    for name, tensor in model.text_encoder.model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    digest = _weights_hash(model.text_encoder.model)
     tokenizer = model.text_encoder.tokenizer
     digest.update(json.dumps([type(tokenizer).__name__, len(tokenizer), tokenizer.padding_side,
                               list(model.read_layers), model.text_encoder.max_text_tokens]).encode())
