@@ -145,10 +145,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
 
     pipe = OmniGPT2oPipeline.from_pretrained(ckpt, device=str(dev), precision=precision_used)
     sample_prompts = emoji_sample_prompts(val_dir) if data == "emoji" else SAMPLE_PROMPTS
-    images = pipe(sample_prompts, num_inference_steps=SAMPLE_STEPS, guidance_scale=DEFAULT_GUIDANCE,
-                  generator=[torch.Generator().manual_seed(seed + i) for i in range(len(sample_prompts))]).images
-    with atomic_path(out / "samples.png") as tmp:
-        image_grid(images, sample_prompts, cols=5 if data == "emoji" else 4, scale=2).save(tmp, format="PNG")
+    write_samples(pipe, sample_prompts, seed, out / "samples.png", cols=5 if data == "emoji" else 4)
 
     prompts = split_prompts(val_dir)
     curve = None
@@ -159,36 +156,14 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
                                precision=precision_used)
         plot_learning_curve(curve, out / "learning_curve.png")
 
-    meta = read_config(ckpt)
-    trained = meta.get("trained", {})
-    # The best checkpoint is often the final snapshot (same step, same weights): reuse its scores when
-    # that snapshot was scored on every caption.
-    same = [p for p in curve or [] if p["step"] == trained.get("step") and p["scores"]["all"]["n"] == len(prompts)]
-    if same:
-        scores = same[0]["scores"]
-    elif data == "emoji":
-        per_category = max(1, val_images // len(EMOJI_GROUPS[1:]))
-        print(f"scoring: drawing up to {per_category} validation captions of each category, judged by retrieval",
-              flush=True)
-        scores = evaluate_emoji(pipe, val_dir, per_category, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE,
-                                seed=seed)["scores"]
-    else:
-        print(f"scoring: drawing {len(prompts)} validation captions, judged on pixels", flush=True)
-        scores = evaluate_pipeline(pipe, prompts, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE, seed=seed)["scores"]
-    print(format_emoji_scores(scores) if data == "emoji" else format_scores(scores), flush=True)
-    run_state = json.loads((out / "run" / "checkpoints" / "last" / TRAINER_STATE).read_text())
-    flops = training_step_flops(pipe.model, cfg)
-    compute = run_flops(flops, run_state["step"], run_state.get("rollout_steps", 0))
+    trained = read_config(ckpt).get("trained", {})
+    scores = final_scores(pipe, data, val_dir, prompts, curve, trained.get("step"), val_images, seed)
     report = {
         "preset": preset,
         "data": data,
         "training": trained,
         "train_minutes_budget": minutes,
-        "run": {"steps": run_state["step"], "rollout_steps": run_state.get("rollout_steps", 0),
-                "train_minutes": round(run_state["elapsed"] / 60, 2),
-                "steps_per_second": round(run_state["step"] / max(run_state["elapsed"], 1e-9), 3),
-                "step_gflop": {k: round(v / 1e9, 2) for k, v in flops.items()},
-                "tflop": round(compute / 1e12, 2)},
+        "run": run_summary(out / "run", pipe, cfg),
         "train_images": train_images,
         "same_colour_pairs": same_colour_pairs,
         "val_images": val_images,
@@ -208,7 +183,47 @@ def run_demo(out: str | Path = "runs/demo", minutes: float = 15.0, train_images:
     }
     with atomic_path(out / "report.json") as tmp:
         tmp.write_text(json_text(report, indent=2))
-    print(f"{run_state['step']:,} steps ({report['run']['steps_per_second']} steps/s, {report['run']['tflop']} TFLOP) "
-          f"in {precision_used} on {where}")
+    print(f"{report['run']['steps']:,} steps ({report['run']['steps_per_second']} steps/s, "
+          f"{report['run']['tflop']} TFLOP) in {precision_used} on {where}")
     print(f"demo done in {report['wall_minutes']} min: {ckpt}, {out / 'samples.png'}, {out / 'report.json'}")
     return report
+
+
+def write_samples(pipe: OmniGPT2oPipeline, prompts: list[str], seed: int, path: Path, cols: int) -> None:
+    """The prompts drawn from text alone (prompt i with seed + i), as one captioned grid."""
+    images = pipe(prompts, num_inference_steps=SAMPLE_STEPS, guidance_scale=DEFAULT_GUIDANCE,
+                  generator=[torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]).images
+    with atomic_path(path) as tmp:
+        image_grid(images, prompts, cols=cols, scale=2).save(tmp, format="PNG")
+
+
+def final_scores(pipe: OmniGPT2oPipeline, data: str, val_dir: Path, prompts: list[str], curve: list | None,
+                 step: int | None, val_images: int, seed: int) -> dict:
+    """The final weights' scores on the validation split, printed as a table: Shapes judged on the pixels (the
+    best checkpoint is often the last snapshot, already scored on every caption: its scores are reused), emoji
+    by retrieval, category by category."""
+    same = [p for p in curve or [] if p["step"] == step and p["scores"]["all"]["n"] == len(prompts)]
+    if same:
+        scores = same[0]["scores"]
+    elif data == "emoji":
+        per_category = max(1, val_images // len(EMOJI_GROUPS[1:]))
+        print(f"scoring: drawing up to {per_category} validation captions of each category, judged by retrieval",
+              flush=True)
+        scores = evaluate_emoji(pipe, val_dir, per_category, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE,
+                                seed=seed)["scores"]
+    else:
+        print(f"scoring: drawing {len(prompts)} validation captions, judged on pixels", flush=True)
+        scores = evaluate_pipeline(pipe, prompts, steps=SAMPLE_STEPS, guidance=DEFAULT_GUIDANCE, seed=seed)["scores"]
+    print(format_emoji_scores(scores) if data == "emoji" else format_scores(scores), flush=True)
+    return scores
+
+
+def run_summary(run_dir: Path, pipe: OmniGPT2oPipeline, cfg: TrainConfig) -> dict:
+    """Steps, steps/s and training TFLOP of the run (its steps times the FLOPs of each kind of step)."""
+    state = json.loads((run_dir / "checkpoints" / "last" / TRAINER_STATE).read_text())
+    flops = training_step_flops(pipe.model, cfg)
+    compute = run_flops(flops, state["step"], state.get("rollout_steps", 0))
+    return {"steps": state["step"], "rollout_steps": state.get("rollout_steps", 0),
+            "train_minutes": round(state["elapsed"] / 60, 2),
+            "steps_per_second": round(state["step"] / max(state["elapsed"], 1e-9), 3),
+            "step_gflop": {k: round(v / 1e9, 2) for k, v in flops.items()}, "tflop": round(compute / 1e12, 2)}
