@@ -1,7 +1,7 @@
 """How well the emoji judge recognises real drawings (a benchmark, not a test).
 
     .venv/bin/python bench/emoji_judge.py                 # 1,000 emoji, drawn at 32, 48 and 64 px
-    .venv/bin/python bench/emoji_judge.py --queries 3944
+    .venv/bin/python bench/emoji_judge.py --queries 3944 --cache-dir runs/demo/data/emoji-val
 
 The judge's bank is every emoji of the catalogue (3,944) rendered at 64 px. Each query is a real render of a
 sampled emoji at 32, 48 or 64 px, scaled to 64 (bicubic): the judge's figures on pictures that are right by
@@ -26,11 +26,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queries", type=int, default=1000, help="emoji drawn (a fixed random sample)")
     parser.add_argument("--size", type=int, default=64, help="the bank's picture size")
+    parser.add_argument("--cache-dir", help="where the bank's features are kept (an emoji split folder)")
     args = parser.parse_args()
     print(f"machine: {describe_machine(machine_info())}", flush=True)
     emojis = catalogue()
     start = time.perf_counter()
-    judge = EmojiJudge(args.size, emojis, progress=True)
+    judge = EmojiJudge(args.size, emojis, progress=True, cache_dir=args.cache_dir)
     print(f"bank: {len(emojis)} renders at {args.size} px in {time.perf_counter() - start:.0f} s", flush=True)
     sample = random.Random(0).sample(list(emojis), min(args.queries, len(emojis)))
     for size in (32, 48, 64):
