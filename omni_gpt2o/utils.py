@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib.util
 import os
 import random
 from collections.abc import Sequence
@@ -93,6 +95,19 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a.permute(1, 2, 0).cpu().numpy()) for a in arr]
 
 
+@functools.lru_cache(maxsize=1)
+def caption_font() -> ImageFont.ImageFont:
+    """DejaVu Sans (Latin, Greek, Cyrillic, Arabic...), which matplotlib ships, for captions under pictures:
+    Pillow's own default font has no Cyrillic, so "кот слева от ракеты" came out as boxes. Pillow's default
+    where matplotlib's fonts are missing."""
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in spec.submodule_search_locations if spec and spec.submodule_search_locations else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), 10)
+    return ImageFont.load_default()
+
+
 def image_grid(images: Sequence[Image.Image], captions: Sequence[str] | None = None, cols: int = 4,
                scale: int = 2) -> Image.Image:
     """A grid of pictures, each with its caption underneath, for people to look at."""
@@ -100,7 +115,7 @@ def image_grid(images: Sequence[Image.Image], captions: Sequence[str] | None = N
         raise ValueError("no images for the grid")
     w, h = images[0].size
     w, h = w * scale, h * scale
-    font = ImageFont.load_default()
+    font = caption_font()
     line_h = 12
     lines = [_wrap(c, max(8, w // 6)) for c in captions] if captions else [[] for _ in images]
     text_h = line_h * max(len(ls) for ls in lines) + 4 if captions else 0
