@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,21 +28,24 @@ from tqdm import tqdm
 
 from omni_gpt2o.fileio import OmniError, atomic_dir, json_text
 
-_WEIGHT_HASHES: dict[tuple, object] = {}  # hashing 135M weights takes seconds: once per set of tensors
+# Hashing 135M weights takes seconds: each LM's hash is kept while the LM lives, with the tensors and versions it
+# was made from (an in-place change of any of them bumps its version and hashes again). Keyed by the module, not
+# by tensor addresses, which another model may reuse once this one is freed.
+_WEIGHT_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _weights_hash(lm: torch.nn.Module):
-    """A sha256 fed with the LM's weights (a copy, to go on feeding), remembered for the same tensors at the same
-    version: an in-place change of any of them bumps its version and hashes again."""
+    """A sha256 fed with the LM's weights (a copy, to go on feeding)."""
     tensors = lm.state_dict()
     seen = tuple((name, t.data_ptr(), t._version) for name, t in tensors.items())
-    if seen not in _WEIGHT_HASHES:
+    kept = _WEIGHT_HASHES.get(lm)
+    if kept is None or kept[0] != seen:
         digest = hashlib.sha256()
         for name, tensor in tensors.items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
-        _WEIGHT_HASHES[seen] = digest
-    return _WEIGHT_HASHES[seen].copy()
+        kept = _WEIGHT_HASHES[lm] = (seen, digest)
+    return kept[1].copy()
 
 
 def lm_key(model) -> str:
