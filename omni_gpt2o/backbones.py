@@ -283,12 +283,11 @@ def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froze
 def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenViT | FrozenFeatureGrid:
     """The image encoder: a ViT's patch tokens, or a CNN's feature map (`image_feature_index`); from the
     checkpoint's `image_encoder/` if saved there, else from a pip package's file, built, or loaded by timm name."""
-    if config.image_model_package:
+    kwargs = dict(config.image_model_kwargs, num_classes=0)
+    if config.image_model_package:  # named by package, file and sha256: never copied into a checkpoint
         model = load_packaged_timm(config.image_model, config.image_model_package, config.image_model_file,
                                    config.image_model_sha256)
-        return FrozenFeatureGrid(model, config.image_feature_index, config.image_input_size)
-    kwargs = dict(config.image_model_kwargs, num_classes=0)
-    if ckpt_dir is not None and (ckpt_dir / "image_encoder").is_dir():
+    elif ckpt_dir is not None and (ckpt_dir / "image_encoder").is_dir():
         _require_safetensors(ckpt_dir / "image_encoder")
         model = timm.create_model(f"local-dir:{ckpt_dir / 'image_encoder'}", pretrained=True, num_classes=0)
     elif not config.image_model_pretrained:
@@ -326,6 +325,5 @@ def load_packaged_timm(name: str, package: str, file: str, sha256: str | None) -
 
 def load_lite0() -> nn.Module:
     """EfficientNet-Lite0 with its packaged ImageNet weights (the `tiny-lite0` preset's tower, the emoji judge)."""
-    lite0 = OmniConfig(**LITE0)
-    return load_packaged_timm(lite0.image_model, lite0.image_model_package, lite0.image_model_file,
-                              lite0.image_model_sha256)
+    return load_packaged_timm(LITE0["image_model"], LITE0["image_model_package"], LITE0["image_model_file"],
+                              LITE0["image_model_sha256"])
