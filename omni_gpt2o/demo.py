@@ -75,18 +75,11 @@ EMA_DECAY = 0.0
 
 
 def emoji_splits(out: Path, seed: int) -> tuple[Path, Path]:
-    """The emoji train and val splits of a seed (made once; a settings file says which)."""
-    from omni_gpt2o.data.emoji import make_emoji
+    """The emoji train and val splits of a seed (made once)."""
+    from omni_gpt2o.data.emoji import emoji_split
 
-    folders = []
-    for split in ("train", "val"):
-        folder, marker = out / "data" / f"emoji-{split}", out / "data" / f"emoji-{split}" / "settings.json"
-        settings = json.dumps({"split": split, "seed": seed, "size": 64})
-        if not (marker.is_file() and marker.read_text() == settings):
-            make_emoji(folder, split=split, seed=seed)
-            marker.write_text(settings)
-        folders.append(folder)
-    return folders[0], folders[1]
+    return (emoji_split(out / "data" / "emoji-train", "train", seed=seed),
+            emoji_split(out / "data" / "emoji-val", "val", seed=seed))
 
 
 def emoji_sample_prompts(val_dir: Path) -> list[str]:

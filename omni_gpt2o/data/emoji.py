@@ -289,3 +289,14 @@ def make_emoji(out_dir: str | Path, split: str = "train", size: int = 64, seed: 
     finally:
         tmp.unlink(missing_ok=True)
     return out
+
+
+def emoji_split(out_dir: str | Path, split: str = "train", seed: int = 0, size: int = 64) -> Path:
+    """:func:`make_emoji`, unless `out_dir` already holds the split these arguments make (a `settings.json`
+    written after the pictures says which, as Shapes' `shapes_split` does)."""
+    out = Path(out_dir)
+    marker, settings = out / "settings.json", json.dumps({"split": split, "seed": seed, "size": size})
+    if not (marker.is_file() and marker.read_text() == settings and (out / "captions.json").is_file()):
+        make_emoji(out, split=split, size=size, seed=seed)
+        marker.write_text(settings)
+    return out
