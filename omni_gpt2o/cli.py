@@ -280,6 +280,7 @@ def run_evaluate(args: argparse.Namespace) -> None:
     )
     from omni_gpt2o.pipeline import OmniGPT2oPipeline
 
+    show = format_scores  # the table of a Shapes judgement; emoji's has other rows and columns
     if args.manifest:
         result = evaluate_manifest(args.manifest)
     elif args.snapshots:
@@ -309,12 +310,12 @@ def run_evaluate(args: argparse.Namespace) -> None:
             per_category = max(1, args.max_prompts // len(EMOJI_GROUPS[1:])) if args.max_prompts else None
             result = evaluate_emoji(pipe, args.data, per_category, steps=args.steps, guidance=args.guidance,
                                     seed=args.seed, batch_size=args.batch_size, schedule_power=args.schedule_power)
+            show = format_emoji_scores
         else:
             result = evaluate_pipeline(pipe, split_prompts(args.data, args.max_prompts), steps=args.steps,
                                        guidance=args.guidance, seed=args.seed, batch_size=args.batch_size,
                                        schedule_power=args.schedule_power)
-    print(format_emoji_scores(result["scores"]) if "lite0_top1" in result["scores"].get("all", {})
-          else format_scores(result["scores"]))
+    print(show(result["scores"]))
     if args.out:
         write_report(result, args.out)
         print(f"wrote {args.out}")

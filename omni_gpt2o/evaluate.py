@@ -150,7 +150,13 @@ def plot_learning_curve(points: list[dict], path: str | Path) -> None:
 def is_emoji_split(split_dir: str | Path) -> bool:
     """An emoji split (make-emoji) rather than Shapes: its ground truth names emoji."""
     path = Path(split_dir) / "captions.json"
-    return path.is_file() and '"emoji":' in path.read_text(encoding="utf-8")[:1_000_000]
+    if not path.is_file():
+        return False
+    try:  # a few MB at most; its objects come after every picture and caption, so the whole index is read
+        objects = json.loads(path.read_text(encoding="utf-8")).get("objects") or []
+    except (ValueError, AttributeError):
+        return False  # not an index of ours: left to the Shapes path, which says what is wrong with it
+    return bool(objects) and isinstance(objects[0], dict) and "emoji" in objects[0]
 
 
 def emoji_records(split_dir: str | Path, max_per_category: int | None = None) -> list[dict]:

@@ -119,3 +119,7 @@ def test_the_demo_trains_on_emoji_and_judges_each_category(tmp_path, monkeypatch
     assert "right_tone" in scores["held_out_tones"] and 0 <= scores["all"]["lite0_top5"] <= 1
     assert "кот слева от ракеты" in report["sample_prompts"]
     assert (tmp_path / "data" / "emoji-train" / "ATTRIBUTION.txt").is_file()
+    from omni_gpt2o.evaluate import is_emoji_split
+
+    assert is_emoji_split(tmp_path / "data" / "emoji-train")  # its objects start megabytes into the index
+    assert not is_emoji_split(tmp_path / "data" / "emoji-train" / "images")
