@@ -85,7 +85,8 @@ class FrozenLM(nn.Module):
     """A frozen causal LM (GPT-2, Llama, ...: any transformers base model) that reads input embeddings: the
     prompt alone, or [text tokens, separator, draft tokens] in one batched pass."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_text_tokens: int):
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_text_tokens: int,
+                 prompt_template: str = "{}"):
         super().__init__()
         self.model = model.requires_grad_(False).eval()
         fuse_gelu(self.model)
@@ -94,6 +95,9 @@ class FrozenLM(nn.Module):
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_text_tokens = max_text_tokens
+        if prompt_template.count("{}") != 1:
+            raise ValueError(f"text_prompt_template must hold one {{}} where the prompt goes, not {prompt_template!r}")
+        self.prompt_template = prompt_template
         self.eval()
 
     @property
@@ -110,9 +114,11 @@ class FrozenLM(nn.Module):
         return self.model.config.max_position_embeddings
 
     def tokenize(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded token ids and mask; long prompts are cut to `max_text_tokens`."""
+        """Left-padded token ids and mask of each prompt in `prompt_template`; long ones are cut to
+        `max_text_tokens`."""
         enc = self.tokenizer(
-            list(prompts), padding=True, truncation=True, max_length=self.max_text_tokens,
+            [self.prompt_template.replace("{}", p) for p in prompts], padding=True, truncation=True,
+            max_length=self.max_text_tokens,
             return_tensors="pt", return_attention_mask=True,
         )
         return enc["input_ids"], enc["attention_mask"]
@@ -277,7 +283,7 @@ def load_text_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> Froze
                 tokenizer = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError, ImportError) as err:
             raise _load_error("text model", name, err) from err
-    return FrozenLM(model, tokenizer, config.max_text_tokens)
+    return FrozenLM(model, tokenizer, config.max_text_tokens, config.text_prompt_template)
 
 
 def load_image_encoder(config: OmniConfig, ckpt_dir: Path | None = None) -> FrozenViT | FrozenFeatureGrid:

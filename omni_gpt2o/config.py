@@ -53,6 +53,12 @@ class OmniConfig:
     # True: each dimension of every state read is z-scored with the training captions' statistics (fitted once,
     # saved with the glue). A pretrained LM's states have a few huge dimensions that swamp the rest.
     text_standardize: bool = False
+    # The words around each prompt before the LM reads it ("{}" is the prompt): e.g. "A picture of {}." or an
+    # instruct model's chat turn, "<|im_start|>user\n{}<|im_end|>\n". Part of the text cache's key.
+    text_prompt_template: str = "{}"
+    # Training only: Gaussian noise of this standard deviation added to every text state the glue reads (in
+    # z-scores with `text_standardize`), so the decoder cannot key on the exact state of each training word.
+    text_noise: float = 0.0
     # False: the LM reads the prompt alone, so its states are the same whatever the draft and are computed once
     # per distinct caption and cached (a training step never runs the LM); a small trained transformer (the
     # reader) reads the draft's patches beside them in its place. True: the LM reads [text, separator, draft].

@@ -219,6 +219,8 @@ class OmniGPT2o(nn.Module):
             text = [torch.cat([h, sep], dim=1) for h in states]
         if self.text_standardizer is not None:
             text = self.text_standardizer(text)
+        if self.training and self.config.text_noise > 0:  # no exact state of a training word to key on
+            text = [h + self.config.text_noise * torch.randn_like(h) for h in text]
         context = text[-1] if self.text_layer_mix is None else self.text_layer_mix(text)
         # The words themselves (GPT-2's input embeddings): the attention's values, or added one token later.
         words = F.layer_norm(text[0], text[0].shape[-1:]) if read_words else None

@@ -68,6 +68,39 @@ def test_cached_caption_states_equal_a_fresh_forward(tmp_path):
     assert len(TextStateCache(tmp_path, model)) == 0
 
 
+def test_a_prompt_template_wraps_every_prompt_and_keys_its_own_cache(tmp_path):
+    from omni_gpt2o.data.text_cache import lm_key
+
+    torch.manual_seed(0)
+    plain = build_model(READER)
+    torch.manual_seed(0)
+    wrapped = build_model(READER.replace(text_prompt_template="A picture of {}."))
+    tokenizer = plain.text_encoder.tokenizer
+    ids, mask = wrapped.tokenize(["a red circle", ""])
+    assert tokenizer.decode(ids[0][mask[0].bool()]) == "A picture of a red circle."
+    assert tokenizer.decode(ids[1][mask[1].bool()]) == "A picture of ."  # the unconditional prompt too
+    # The same weights under another template give other states: never read from the plain one's cache.
+    assert lm_key(plain) != lm_key(wrapped)
+    TextStateCache(tmp_path, plain).fill(PROMPTS, progress=False)
+    assert len(TextStateCache(tmp_path, wrapped)) == 0
+    with pytest.raises(ValueError, match="one {}"):
+        build_model(READER.replace(text_prompt_template="no place for the prompt"))
+
+
+def test_text_noise_perturbs_training_forwards_only():
+    torch.manual_seed(0)
+    model = build_model(READER.replace(text_noise=0.5))
+    ids, mask = model.tokenize(PROMPTS)
+    draft, t = torch.randn(4, 3, 32, 32), torch.ones(4)
+    with torch.no_grad():
+        model.eval()
+        assert torch.equal(model(ids, mask, draft, t).image, model(ids, mask, draft, t).image)
+        model.train()
+        assert not torch.allclose(model(ids, mask, draft, t).image, model(ids, mask, draft, t).image)
+        quiet = build_model(READER).train()  # without noise a training forward is repeatable
+        assert torch.equal(quiet(ids, mask, draft, t).image, quiet(ids, mask, draft, t).image)
+
+
 def test_training_with_the_reader_never_runs_the_lm_and_standardises_its_states(shapes_splits, tmp_path, monkeypatch):
     train_dir, val_dir = shapes_splits
     cfg = TrainConfig(data=str(train_dir), out=str(tmp_path / "run"), preset="micro-reader", batch_size=8,

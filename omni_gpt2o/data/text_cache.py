@@ -49,11 +49,14 @@ def _weights_hash(lm: torch.nn.Module):
 
 
 def lm_key(model) -> str:
-    """What the cached states depend on: the LM's weights (hashed), its tokenizer, the layers read, the limit."""
+    """What the cached states depend on: the LM's weights (hashed), its tokenizer, the layers read, the limit
+    and the prompt template (the default one leaves the key as it was before templates existed)."""
     digest = _weights_hash(model.text_encoder.model)
     tokenizer = model.text_encoder.tokenizer
+    template = model.text_encoder.prompt_template
     digest.update(json.dumps([type(tokenizer).__name__, len(tokenizer), tokenizer.padding_side,
-                              list(model.read_layers), model.text_encoder.max_text_tokens]).encode())
+                              list(model.read_layers), model.text_encoder.max_text_tokens]
+                             + ([] if template == "{}" else [template])).encode())
     return digest.hexdigest()[:20]
 
 
