@@ -193,6 +193,17 @@ def test_an_unexpected_error_still_saves_last(tmp_path, shapes_splits, monkeypat
     assert state["step"] == 2
 
 
+def test_snapshots_every_n_steps_hold_the_weights_of_that_step(tmp_path, shapes_splits):
+    train(_cfg(shapes_splits, tmp_path / "run", max_steps=7, snapshot_steps=3))
+    snapshots = tmp_path / "run" / "checkpoints" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step-0000003", "step-0000006"]
+    steps = [json.loads((snapshots / n / "config.json").read_text())["trained"]["step"]
+             for n in ("step-0000003", "step-0000006")]
+    assert steps == [3, 6]
+    first, second = (load_file(str(snapshots / n / "model.safetensors")) for n in ("step-0000003", "step-0000006"))
+    assert any(not torch.equal(first[k], second[k]) for k in first)  # training moved the weights between them
+
+
 def test_snapshots_along_the_clock_make_a_scored_learning_curve(tmp_path, shapes_splits, monkeypatch):
     clock = {"now": 0.0}
 

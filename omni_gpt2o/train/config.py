@@ -65,6 +65,8 @@ class TrainConfig:
                                               positive=True)
     snapshot_minutes: float | None = option(None, "also keep the weights every this many training minutes "
                                                   "(checkpoints/snapshots/, for a learning curve)", positive=True)
+    snapshot_steps: int | None = option(None, "also keep the weights every this many steps (checkpoints/snapshots/, "
+                                              "for a curve against training compute)", positive=True)
     checkpoint_path: str | None = option(None, "resume from a `last` checkpoint (any number of processes)")
     overwrite: bool = option(False, "replace the run that --out holds (without it a new run refuses such a folder)")
     use_clearml: bool = option(False, "log to ClearML too")

@@ -70,8 +70,14 @@ class RunRecord:
             self.write(self.state["forecast"])
 
     def snapshot_due(self) -> bool:
-        """Keep the weights every `snapshot_minutes` of training (a learning curve); True when it did."""
-        minutes, state = self.cfg.snapshot_minutes, self.state
+        """Keep the weights every `snapshot_minutes` of training or every `snapshot_steps` steps (a learning
+        curve); True when it did."""
+        every, state = self.cfg.snapshot_steps, self.state
+        if every and state["step"] and state["step"] % every == 0 and state.get("snapshot_step") != state["step"]:
+            state["snapshot_step"] = state["step"]
+            self.checkpoint(f"snapshots/step-{state['step']:07d}", with_state=False)
+            return True
+        minutes = self.cfg.snapshot_minutes
         if not minutes or state["elapsed"] < 60 * minutes * (state.get("snapshots", 0) + 1):
             return False
         state["snapshots"] = int(state["elapsed"] // (60 * minutes))
