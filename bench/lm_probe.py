@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/lm_probe.py --preset smollm2      # the pretrained LM
     .venv/bin/python bench/lm_probe.py --preset tiny         # the random GPT-2: the control, near chance
+    .venv/bin/python bench/lm_probe.py --word --template "A picture of {}."   # words around every caption
 
 For every test-only word of docs/shapes.md ("crimson", "ball", "beneath", "слева", ...), a caption is made in
 the grammar's frame with that word in place of its meaning ("a crimson circle on the left"), and beside it the
@@ -65,10 +66,14 @@ def caption(frame: str, word: str) -> str:
 
 @torch.no_grad()
 def pooled(model, captions: list[str], spans: list[tuple[int, int]] | None = None) -> torch.Tensor:
-    """(layers, captions, width): each layer's states mean-pooled over each caption's tokens, or with `spans`
-    over the tokens of each caption's characters [start, end) (the word that differs)."""
-    tokenizer = model.text_encoder.tokenizer
-    enc = tokenizer(captions, padding=True, return_tensors="pt", return_offsets_mapping=True)
+    """(layers, captions, width): each layer's states mean-pooled over each caption's tokens (in the model's
+    prompt template, whose tokens count too), or with `spans` over the tokens of each caption's characters
+    [start, end) (the word that differs)."""
+    tokenizer, template = model.text_encoder.tokenizer, model.text_encoder.prompt_template
+    shift = len(template.split("{}")[0])
+    spans = None if spans is None else [(a + shift, b + shift) for a, b in spans]
+    enc = tokenizer([template.replace("{}", c) for c in captions], padding=True, return_tensors="pt",
+                    return_offsets_mapping=True)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     weights = mask.double()
     if spans is not None:
@@ -119,13 +124,15 @@ def main() -> None:
     parser.add_argument("--preset", default="smollm2")
     parser.add_argument("--out", default="runs/lm_probe.jsonl")
     parser.add_argument("--word", action="store_true", help="pool the differing word's tokens, not the caption")
+    parser.add_argument("--template", default="{}", help="words around every caption, {} for it "
+                        "(the model's text_prompt_template)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    model = build_model(get_preset(args.preset)).eval()
+    model = build_model(get_preset(args.preset).replace(text_prompt_template=args.template)).eval()
     result = probe(model, args.word)
     layers = len(next(iter(result.values())))
     pooling = "the word" if args.word else "the caption"
-    print(f"{args.preset}, pooled over {pooling}: {describe_machine(machine_info())}")
+    print(f"{args.preset}, template {args.template!r}, pooled over {pooling}: {describe_machine(machine_info())}")
     print(f"{'category':<18}" + "".join(f"{i:>5}" for i in range(layers)) + "   best")
     for name, row in result.items():
         best = max(range(layers), key=lambda i: row[i])
@@ -134,8 +141,8 @@ def main() -> None:
     print(f"{'mean':<18}" + "".join(f"{100 * v:5.0f}" for v in mean))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
-        f.write(json.dumps({"preset": args.preset, "word": args.word, "probe": result, "machine": machine_info()})
-                + "\n")
+        f.write(json.dumps({"preset": args.preset, "word": args.word, "template": args.template, "probe": result,
+                            "machine": machine_info()}) + "\n")
 
 
 if __name__ == "__main__":
