@@ -16,13 +16,13 @@ import argparse
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.data.emoji import render
 from omni_gpt2o.evaluate import emoji_records
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
-from omni_gpt2o.utils import caption_font
+from omni_gpt2o.utils import comparison_sheet
 
 OWN_PROMPTS = ["кот слева от ракеты"]
 OWN_REAL = ["🐈|🚀|to the left of"]  # what each own prompt names: "A" or "A|B|relation" (docs/emoji.md)
@@ -57,22 +57,8 @@ def main() -> None:
         gens = [torch.Generator().manual_seed(args.seed + i) for i in range(len(prompts))]
         rows.append((label, pipe(prompts, num_inference_steps=8, guidance_scale=DEFAULT_GUIDANCE,
                                  generator=gens).images))
-    side, label_w, head_h = 128, 120, 80
-    font = caption_font()
-    sheet = Image.new("RGB", (label_w + side * len(prompts), head_h + side * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    heads = [r["category"] for r in records] + ["own"] * len(args.prompts)
-    for j, (head, prompt) in enumerate(zip(heads, prompts)):
-        lines = [f"[{head}]", ""]
-        for w in prompt.split():  # wrap to the column
-            lines[-1:] = [lines[-1] + " " + w] if len(lines[-1]) + len(w) < 20 else [lines[-1], w]
-        draw.multiline_text((label_w + j * side + 4, 4), "\n".join(s.strip() for s in lines[:6]), fill="black",
-                            font=font)
-    for i, (label, images) in enumerate(rows):
-        draw.text((4, head_h + i * side + side // 2 - 6), label, fill="black", font=font)
-        for j, image in enumerate(images):
-            cell = image.convert("RGB").resize((side, side), Image.LANCZOS)
-            sheet.paste(cell, (label_w + j * side, head_h + i * side))
+    heads = [f"[{r['category']}] {r['prompt']}" for r in records] + [f"[own] {p}" for p in args.prompts]
+    sheet = comparison_sheet(heads, rows, label_width=120, resample=Image.Resampling.LANCZOS)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     print(f"wrote {args.out}")

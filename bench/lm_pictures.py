@@ -12,12 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from omni_gpt2o.config import DEFAULT_GUIDANCE
 from omni_gpt2o.pipeline import OmniGPT2oPipeline
+from omni_gpt2o.utils import comparison_sheet
 
 PROMPTS = ["a red circle on the left", "a blue square above a yellow triangle",
            "a crimson ball on the west side", "draw a navy box in the upper half",
@@ -39,21 +38,7 @@ def main() -> None:
         pipe = OmniGPT2oPipeline.from_pretrained(ckpt, precision="fp32")
         gens = [torch.Generator().manual_seed(args.seed + i) for i in range(len(PROMPTS))]
         rows.append(pipe(PROMPTS, num_inference_steps=8, guidance_scale=DEFAULT_GUIDANCE, generator=gens).images)
-    side, label_w, head_h = 128, 150, 64
-    dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"  # has Cyrillic
-    font = ImageFont.truetype(str(dejavu), 11)
-    sheet = Image.new("RGB", (label_w + side * len(PROMPTS), head_h + side * len(rows)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for j, prompt in enumerate(PROMPTS):
-        words, lines = prompt.split(), [""]
-        for w in words:  # wrap to the column
-            lines[-1:] = [lines[-1] + " " + w] if len(lines[-1]) + len(w) < 22 else [lines[-1], w]
-        draw.multiline_text((label_w + j * side + 4, 4), "\n".join(s.strip() for s in lines), fill="black",
-                            font=font)
-    for i, (label, images) in enumerate(zip(labels, rows)):
-        draw.text((4, head_h + i * side + side // 2 - 6), label, fill="black", font=font)
-        for j, image in enumerate(images):
-            sheet.paste(image.resize((side, side), Image.NEAREST), (label_w + j * side, head_h + i * side))
+    sheet = comparison_sheet(PROMPTS, list(zip(labels, rows)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out)
     print(f"wrote {args.out}")

@@ -130,6 +130,26 @@ def image_grid(images: Sequence[Image.Image], captions: Sequence[str] | None = N
     return grid
 
 
+def comparison_sheet(headings: Sequence[str], rows: Sequence[tuple[str, Sequence[Image.Image]]], side: int = 128,
+                     label_width: int = 150, heading_lines: int = 6,
+                     resample: Image.Resampling = Image.Resampling.NEAREST) -> Image.Image:
+    """Pictures in a table for people to compare: a heading over each column (a prompt), a label before each row
+    (a run), every picture scaled to `side` pixels (nearest: the pixels as drawn)."""
+    font, line_h = caption_font(), 12
+    head_h = line_h * heading_lines + 8
+    sheet = Image.new("RGB", (label_width + side * len(headings), head_h + side * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, heading in enumerate(headings):
+        for k, line in enumerate(_wrap(heading, side // 6)[:heading_lines]):
+            draw.text((label_width + j * side + 4, 4 + k * line_h), line, fill="black", font=font)
+    for i, (label, images) in enumerate(rows):
+        draw.text((4, head_h + i * side + side // 2 - 6), label, fill="black", font=font)
+        for j, image in enumerate(images):
+            cell = image.convert("RGB").resize((side, side), resample)
+            sheet.paste(cell, (label_width + j * side, head_h + i * side))
+    return sheet
+
+
 def _wrap(text: str, width: int) -> list[str]:
     words, lines, line = text.split(), [], ""
     for word in words:

@@ -123,3 +123,19 @@ def test_the_demo_trains_on_emoji_and_judges_each_category(tmp_path, monkeypatch
 
     assert is_emoji_split(tmp_path / "data" / "emoji-train")  # its objects start megabytes into the index
     assert not is_emoji_split(tmp_path / "data" / "emoji-train" / "images")
+
+
+def test_a_comparison_sheet_puts_each_run_in_a_row_and_each_prompt_in_a_column():
+    from PIL import Image
+
+    from omni_gpt2o.utils import comparison_sheet
+
+    red, blue = Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 0, 255))
+    rows = [("run a", [red, blue]), ("run b", [blue, red])]
+    sheet = comparison_sheet(["a red square", "красный квадрат слева"], rows, side=32, label_width=40)
+    head = sheet.height - 2 * 32
+    assert sheet.size == (40 + 2 * 32, head + 2 * 32) and head > 0
+    assert sheet.getpixel((40 + 16, head + 16)) == (255, 0, 0)  # run a, first prompt
+    assert sheet.getpixel((40 + 32 + 16, head + 16)) == (0, 0, 255)
+    assert sheet.getpixel((40 + 16, head + 32 + 16)) == (0, 0, 255)  # run b, first prompt
+    assert sheet.crop((40, 0, 40 + 32, head)).getextrema() != ((255, 255),) * 3  # the heading is written
