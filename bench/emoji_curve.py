@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/emoji_curve.py --preset tiny --budget-tflop 160 --points 4 --precision fp32
     .venv/bin/python bench/emoji_curve.py --preset smollm2 --budget-tflop 160 --model decoder_channels=(96,192)
+    .venv/bin/python bench/emoji_curve.py --preset smollm2-emoji --budget-tflop 300 --size 32 --steps 1
     .venv/bin/python bench/emoji_curve.py --plot runs/emoji-curve/results.jsonl --out docs/emoji_curve.png
 
 A run of `train --max-steps N` on the emoji train split of `--seed` (N = budget / FLOPs of one training step,
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from omni_gpt2o.compute import describe_machine, machine_info, run_flops, training_step_flops
-from omni_gpt2o.config import get_preset
+from omni_gpt2o.config import DEFAULT_GUIDANCE, get_preset
 from omni_gpt2o.data.emoji import emoji_split
 from omni_gpt2o.demo import CPU_BATCH_SIZE, EMA_DECAY, learning_rate_for
 from omni_gpt2o.evaluate import evaluate_emoji, format_emoji_scores
@@ -69,6 +70,10 @@ def main() -> None:
     parser.add_argument("--points", type=checked(int, positive=True), default=4)
     parser.add_argument("--per-category", type=checked(int, positive=True), default=57)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--size", type=checked(int, positive=True), default=64,
+                        help="the emoji splits' picture size (the model's image_size should match it)")
+    parser.add_argument("--steps", type=checked(int, positive=True), default=8, help="sampling steps when judged")
+    parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE, help="guidance scale when judged")
     parser.add_argument("--precision", default="auto", help="training precision: auto | fp32 | bf16")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", nargs="*", action="extend", default=[], help="TrainConfig fields, key=value")
@@ -85,8 +90,9 @@ def main() -> None:
 
     settings, model_settings = parse_assignments(args.set), parse_assignments(args.model)
     work = Path(args.work)
-    train_dir = emoji_split(work / "data" / f"emoji-train-{args.seed}", "train", seed=args.seed)
-    val_dir = emoji_split(work / "data" / f"emoji-val-{args.seed}", "val", seed=args.seed)
+    suffix = "" if args.size == 64 else f"-{args.size}px"
+    train_dir = emoji_split(work / "data" / f"emoji-train-{args.seed}{suffix}", "train", seed=args.seed, size=args.size)
+    val_dir = emoji_split(work / "data" / f"emoji-val-{args.seed}{suffix}", "val", seed=args.seed, size=args.size)
     label = args.label or "_".join([args.preset, args.precision] + [f"{k}={v}" for k, v in
                                                                    {**settings, **model_settings}.items()])
     settings = {"batch_size": CPU_BATCH_SIZE, "ema_decay": EMA_DECAY} | settings
@@ -108,18 +114,20 @@ def main() -> None:
 
     from omni_gpt2o.emoji_judge import EmojiJudge
 
-    judge = EmojiJudge(64, cache_dir=val_dir)
+    judge = EmojiJudge(args.size, cache_dir=val_dir)
     snapshots = sorted((out / "checkpoints" / "snapshots").glob("step-*"))
     for folder in snapshots or [out / "checkpoints" / "last"]:
         trained = json.loads((folder / "config.json").read_text())["trained"]
         pipe = OmniGPT2oPipeline.from_pretrained(folder, precision="fp32")
-        result = evaluate_emoji(pipe, val_dir, args.per_category, judge=judge)
+        result = evaluate_emoji(pipe, val_dir, args.per_category, steps=args.steps, guidance=args.guidance,
+                                judge=judge)
         tflop = run_flops(flops, trained["step"], trained["rollout_steps"]) / 1e12
         print(f"\n{trained['step']} steps, {tflop:.1f} TFLOP, {trained['elapsed'] / 60:.1f} training minutes:")
         print(format_emoji_scores(result["scores"]), flush=True)
         point = {"label": label, "preset": args.preset, "model": model_settings, "settings": settings,
                  "seed": args.seed, "step": trained["step"], "tflop": tflop, "train_minutes": trained["elapsed"] / 60,
                  "step_gflop": flops["mean"] / 1e9, "precision": args.precision, "machine": info,
+                 "size": args.size, "sampling": {"steps": args.steps, "guidance": args.guidance},
                  "scores": result["scores"], "run": str(out)}
         with open(work / "results.jsonl", "a") as f:
             f.write(json.dumps(point) + "\n")

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from omni_gpt2o.bars import DEMO_BARS, score_of
 
-COLUMNS = ("run", "seed", "TFLOP", "captions TFLOP", "seen 1", "seen 2", "held-out", "unseen 1", "unseen 2",
-           "synonyms", "paraphrase", "russian", "unseen 1 colour", "shape", "position")
+COLUMNS = ("run", "seed", "precision", "TFLOP", "captions TFLOP", "seen 1", "seen 2", "held-out", "unseen 1",
+           "unseen 2", "synonyms", "paraphrase", "russian", "unseen 1 colour", "shape", "position")
 
 
 def pct(scores: dict | None, group: str, metric: str = "full") -> str:
@@ -31,9 +31,11 @@ def pct(scores: dict | None, group: str, metric: str = "full") -> str:
 
 def row(result: dict) -> list[str]:
     seen, unseen = result["scores"], result.get("unseen_scores") or {}
-    lever = ", ".join(f"{k}={v}" for k, v in (result.get("model") or {}).items())
+    lever = ", ".join(f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}"  # a template's newlines as \\n
+                      for k, v in (result.get("model") or {}).items())
     captions = result.get("caption_encoding")
-    return [result["preset"] + (f" ({lever})" if lever else ""), str(result["seed"]), f"{result['tflop']:.0f}",
+    return [result["preset"] + (f" ({lever})" if lever else ""), str(result["seed"]), result.get("precision", "-"),
+            f"{result['tflop']:.0f}",
             f"{captions['tflop']:.1f}" if captions else "in the step",
             pct(seen, "one_object"), pct(seen, "two_object"), pct(seen, "held_out"),
             pct(unseen.get("all"), "one_object"), pct(unseen.get("all"), "two_object"),

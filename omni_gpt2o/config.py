@@ -130,6 +130,11 @@ class OmniConfig:
     # With the three options above and decoder_channels=(32, 128), at 200 TFLOP three of four seeds met every hour
     # bar (without it two: the failing seeds drew no held-out magenta triangle). On in `tiny-hour`.
     decoder_whole_words: bool = False
+    # > 0: the decoder classifies each pixel into this many palette colours (fitted on the training pictures,
+    # saved with the glue) instead of regressing its colour, trained with a cross-entropy beside the pixel losses;
+    # the sampler's last step draws each pixel in its most likely colour. For drawings in flat colours (emoji):
+    # no blurred mean of two colours where the decoder is unsure (palette.py).
+    decoder_palette: int = 0
 
     def __post_init__(self) -> None:
         self.decoder_channels = tuple(self.decoder_channels)
@@ -140,6 +145,8 @@ class OmniConfig:
                 f"image_size {self.image_size} must be divisible by {factor} for a decoder with "
                 f"{len(self.decoder_channels)} levels and decoder_patch {self.decoder_patch}"
             )
+        if self.decoder_palette == 1 or self.decoder_palette < 0:
+            raise ValueError(f"decoder_palette must be 0 (off) or at least 2 colours, got {self.decoder_palette}")
         if any(level >= len(self.decoder_channels) for level in self.decoder_attention_levels):
             raise ValueError("decoder_attention_levels must index decoder_channels")
         if self.text_layers is not None:

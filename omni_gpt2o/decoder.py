@@ -1,4 +1,5 @@
-"""The trained pixel decoder: latent grid (+ draft, + text context) -> image.
+"""The trained pixel decoder: latent grid (+ draft, + text context) -> image (or, with a palette, a score per
+palette colour at each pixel: palette.py).
 
 A small U-Net. Its encoder half reads the draft picture; the VAE latent grid (one latent per ViT patch)
 enters at the bottleneck; cross-attention lets chosen levels read GPT-2's token states; the draft
@@ -104,7 +105,7 @@ class Level(nn.Module):
 class PixelDecoder(nn.Module):
     def __init__(self, latent_dim: int, context_dim: int, channels: tuple[int, ...],
                  attention_levels: tuple[int, ...], blocks: int = 1, heads: int = 4, patch: int = 1,
-                 pixel_channels: int = 0, text_pool: bool = True):
+                 pixel_channels: int = 0, text_pool: bool = True, palette: int = 0):
         super().__init__()
         self.patch = patch
         emb_dim = 4 * channels[0]
@@ -134,12 +135,13 @@ class PixelDecoder(nn.Module):
             for i in range(n - 1)
         )
         self.norm_out = nn.GroupNorm(_groups(channels[0]), channels[0])
-        out = pixel_channels if patch > 1 and pixel_channels else 3
+        colours = palette or 3  # a colour per pixel, or a score per palette colour (palette.py)
+        out = pixel_channels if patch > 1 and pixel_channels else colours
         self.conv_out = nn.Conv2d(channels[0], out * patch**2, 3, padding=1)
         # Full-resolution head: per-pixel features -> colour, non-linear, a 3 x 3 neighbourhood (cheap: few channels).
         self.pixel_head = nn.Sequential(
-            nn.SiLU(), nn.Conv2d(out, out, 3, padding=1), nn.SiLU(), nn.Conv2d(out, 3, 1),
-        ) if out != 3 else None
+            nn.SiLU(), nn.Conv2d(out, out, 3, padding=1), nn.SiLU(), nn.Conv2d(out, colours, 1),
+        ) if out != colours else None
 
     def forward(self, latents: torch.Tensor, draft: torch.Tensor, strength: torch.Tensor,
                 context: torch.Tensor, context_mask: torch.Tensor, values: torch.Tensor | None = None) -> torch.Tensor:

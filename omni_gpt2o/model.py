@@ -35,6 +35,7 @@ from torch import nn
 from omni_gpt2o.backbones import FrozenLM, FrozenViT, load_image_encoder, load_text_encoder
 from omni_gpt2o.config import OmniConfig
 from omni_gpt2o.decoder import PixelDecoder
+from omni_gpt2o.palette import Palette
 from omni_gpt2o.reader import DraftReader, TextStandardizer
 
 
@@ -127,6 +128,7 @@ class OmniOutput:
     mean: torch.Tensor  # (B, P, latent_dim)
     logvar: torch.Tensor  # (B, P, latent_dim)
     patch_embeds: torch.Tensor  # (B, P, vit_width): predicted ViT embedding of the clean picture
+    palette_logits: torch.Tensor | None = None  # (B, K, H, W) with a palette; `image` is then their expected colour
 
 
 class OmniGPT2o(nn.Module):
@@ -161,8 +163,9 @@ class OmniGPT2o(nn.Module):
         self.decoder = PixelDecoder(
             config.latent_dim, gpt_w, config.decoder_channels, config.decoder_attention_levels,
             config.decoder_blocks, config.decoder_heads, config.decoder_patch, config.decoder_pixel_channels,
-            config.decoder_text_pool,
+            config.decoder_text_pool, config.decoder_palette,
         )
+        self.palette = Palette(config.decoder_palette) if config.decoder_palette else None
 
     FROZEN = ("text_encoder", "image_encoder")
 
@@ -245,8 +248,11 @@ class OmniGPT2o(nn.Module):
                                                      self.config.decoder_shifted_keys)
         elif self.config.decoder_shifted_keys:  # each word is picked by what came before it
             keys, values = state_before_each_token(context, context_mask), (context if values is None else values)
-        image = self.decoder(z_grid, draft, strength, keys, context_mask, values=values)
-        return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states))
+        image = logits = self.decoder(z_grid, draft, strength, keys, context_mask, values=values)
+        if self.palette is not None:  # a score per palette colour at each pixel: the picture is their expectation
+            image = self.palette.expected(logits)
+        return OmniOutput(image=image, mean=mean, logvar=logvar, patch_embeds=self.alignment_head(patch_states),
+                          palette_logits=logits if self.palette is not None else None)
 
 
 @dataclass
@@ -254,6 +260,7 @@ class LossWeights:
     kl: float = 1e-3
     alignment: float = 0.0
     edge: float = 1.0
+    palette: float = 1.0  # the cross-entropy of the palette's scores (only with a palette)
 
 
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
@@ -262,10 +269,10 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 
 def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Tensor | None,
-                   weights: LossWeights) -> dict[str, torch.Tensor]:
+                   weights: LossWeights, palette: Palette | None = None) -> dict[str, torch.Tensor]:
     """Reconstruction (MSE) + edge x MSE of the pixel differences + kl x KL + alignment x (1 - cosine) with
     the frozen ViT's view of the clean picture (`clean_tokens`; None when the alignment weight is 0, so the
-    ViT need not look at the clean picture)."""
+    ViT need not look at the clean picture) + palette x cross-entropy of the palette scores (with `palette`)."""
     image, clean = at_least_float32(out.image), at_least_float32(clean)
     recon = F.mse_loss(image, clean)
     # Outlines: the picture's horizontal and vertical differences. A square and a circle of the same colour
@@ -279,7 +286,11 @@ def compute_losses(out: OmniOutput, clean: torch.Tensor, clean_tokens: torch.Ten
         alignment = 1.0 - F.cosine_similarity(at_least_float32(out.patch_embeds), at_least_float32(clean_tokens),
                                               dim=-1).mean()
     total = recon + weights.edge * edge + weights.kl * kl + weights.alignment * alignment
-    return {"loss": total, "recon": recon, "edge": edge, "kl": kl, "alignment": alignment}
+    losses = {"loss": total, "recon": recon, "edge": edge, "kl": kl, "alignment": alignment}
+    if palette is not None and out.palette_logits is not None:
+        losses["palette"] = palette.loss(out.palette_logits, clean)
+        losses["loss"] = total + weights.palette * losses["palette"]
+    return losses
 
 
 def build_model(config: OmniConfig, ckpt_dir: Path | None = None) -> OmniGPT2o:

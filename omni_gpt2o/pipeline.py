@@ -155,7 +155,8 @@ class OmniGPT2oPipeline:
         draft = first_draft = self.scheduler.add_noise(image, randn(tuple(image.shape), generators, self.device),
                                                        level(strengths[0]))
         for k, t in enumerate(strengths):
-            image = self._predict(ids, mask, draft, level(t), guidance_scale if guided else None, text)
+            image = self._predict(ids, mask, draft, level(t), guidance_scale if guided else None, text,
+                                  last=k + 1 == len(strengths))
             if k + 1 < len(strengths):
                 draft = self.scheduler.step(image, level(t), draft, level(strengths[k + 1]), eta, generators)
             if callback_on_step_end is not None:
@@ -183,16 +184,22 @@ class OmniGPT2oPipeline:
         return to_unit_range(torch.stack([resize_crop(to_rgb(p), size) for p in pictures])).to(self.device)
 
     def _predict(self, ids, mask, draft, strength, guidance_scale: float | None,
-                 text: list[torch.Tensor] | None = None) -> torch.Tensor:
+                 text: list[torch.Tensor] | None = None, last: bool = False) -> torch.Tensor:
+        """The clean picture predicted from `draft`; with a palette, guidance acts on the palette scores and the
+        `last` prediction draws each pixel in its most likely colour."""
         draft, strength = draft.to(self.dtype), strength.to(self.dtype)  # fp32, unless the weights were cast
+        palette = self.model.palette
         with autocast(self.device, self.autocast):
             tokens = self.model.image_encoder(draft)  # one ViT pass: both halves of guidance see the same draft
             if guidance_scale is not None:
                 draft, strength, tokens = (torch.cat([x, x]) for x in (draft, strength, tokens))
-            out = self.model(ids, mask, draft, strength, draft_tokens=tokens, text_states=text).image.float()
+            result = self.model(ids, mask, draft, strength, draft_tokens=tokens, text_states=text)
+        out = (result.image if palette is None else result.palette_logits).float()
         if guidance_scale is not None:
             cond, uncond = out.chunk(2)
             out = uncond + guidance_scale * (cond - uncond)
+        if palette is not None:
+            out = palette.most_likely(out) if last else palette.expected(out)
         return out.clamp(-1, 1)
 
     def _generators(self, generator, n: int) -> list[torch.Generator]:

@@ -16,7 +16,7 @@ LAYERS = [
     "data", "data.dataset", "data.coco", "data.photos", "data.shapes", "data.wordings", "data.emoji", "data.text_cache",
     "data.cache",
     # the model: frozen backbones, trained glue, checkpoints
-    "backbones", "decoder", "reader", "model", "checkpoint", "sd_drafts",
+    "backbones", "decoder", "palette", "reader", "model", "checkpoint", "sd_drafts",
     # using a model
     "pipeline", "judge", "emoji_judge", "evaluate", "generate", "serve",
     # training, bottom first

@@ -40,6 +40,8 @@ class TrainConfig:
                                                  "over the run's steps or minutes (default: constant)", minimum=0)
     edge_weight: float = option(1.0, "weight of the loss on the picture's pixel differences (its outlines); "
                                      "0: plain MSE only", minimum=0)
+    palette_weight: float = option(1.0, "weight of the cross-entropy of the decoder's palette scores (models with "
+                                        "decoder_palette only)", minimum=0)
     align_weight: float = option(0.0, "weight of the loss that predicts the frozen ViT's view of the clean "
                                       "picture (0: off, no ViT pass)", minimum=0)
     caption_dropout: float = option(0.1, "empty caption this often: the unconditional half of guidance", minimum=0,

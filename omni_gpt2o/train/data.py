@@ -17,6 +17,8 @@ from omni_gpt2o.train.config import TrainConfig
 from omni_gpt2o.train.learner import Learner
 from omni_gpt2o.train.step import StepBatch, frozen_targets
 
+PALETTE_PICTURES = 1024  # training pictures the palette is fitted on
+
 
 class TrainingData:
     """The training and validation pictures, their caches and stored SD drafts; a loaded batch -> a StepBatch."""
@@ -28,6 +30,8 @@ class TrainingData:
         self.features = self.pixels = self.sd_store = self.text_cache = None
         if model.reader is not None or (fit_text and model.text_standardizer is not None):
             self.text_cache = self.caption_states(model, accelerator, fit_text)
+        if fit_text and model.palette is not None:  # a new run: the palette from its training pictures
+            self.fit_palette(model, accelerator)
         if cfg.cache_dir:  # read what precompute (or an earlier epoch) stored; store what is missing
             with accelerator.main_process_first():  # the main process makes the cache files
                 if cfg.align_weight > 0:  # the ViT's view of the clean pictures serves the alignment loss only
@@ -63,6 +67,18 @@ class TrainingData:
             step.sd_pictures = to_unit_range(torch.from_numpy(self.sd_store.rows[rows])).to(self.device)
         return step
 
+
+    def fit_palette(self, model: OmniGPT2o, accelerator) -> None:
+        """The decoder's palette, fitted on up to PALETTE_PICTURES training pictures (evenly spread over the split,
+        the same on every process)."""
+        n = len(self.train)
+        picks = sorted({i * n // min(n, PALETTE_PICTURES) for i in range(min(n, PALETTE_PICTURES))})
+        pictures = [p for p in (self.train.load(i)[0] for i in picks) if p is not None]
+        if not pictures:
+            raise OmniError(f"no training picture in {self.cfg.data} could be read to fit the palette")
+        model.palette.fit(to_unit_range(torch.stack(pictures)).to(self.device))
+        if accelerator.is_main_process:
+            print(f"palette: {model.palette.size} colours fitted on {len(pictures)} training pictures", flush=True)
 
     def caption_states(self, model: OmniGPT2o, accelerator, fit_text: bool) -> TextStateCache | None:
         """The LM's states of every training caption (and of the empty one, for caption dropout), computed once

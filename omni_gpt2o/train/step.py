@@ -121,7 +121,7 @@ def pass_losses(learner: Learner, batch: StepBatch, draws: StepDraws, cfg: Train
         draft = DraftScheduler.add_noise(source, draws.draft_noise.to(source.dtype), strength)
     with autocast(clean.device, learner.amp):
         out = learner.forward(ids, mask, draft, strength, latent_noise=draws.latent_noise, text_states=text)
-    return compute_losses(out, clean, batch.target, loss_weights(cfg))
+    return compute_losses(out, clean, batch.target, loss_weights(cfg), model.palette)
 
 
 def train_step(learner: Learner, batch: StepBatch, cfg: TrainConfig, step: int) -> tuple[dict[str, torch.Tensor], bool]:
@@ -145,7 +145,8 @@ def train_step(learner: Learner, batch: StepBatch, cfg: TrainConfig, step: int) 
 
 
 def loss_weights(cfg: TrainConfig) -> LossWeights:
-    return LossWeights(kl=cfg.kl_weight, alignment=cfg.align_weight, edge=cfg.edge_weight)
+    return LossWeights(kl=cfg.kl_weight, alignment=cfg.align_weight, edge=cfg.edge_weight,
+                       palette=cfg.palette_weight)
 
 
 @torch.no_grad()

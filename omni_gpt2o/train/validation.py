@@ -33,7 +33,7 @@ def validate(model: OmniGPT2o, val_set: CaptionedImages, cfg: TrainConfig, amp, 
         with autocast(device, amp):
             out = model(ids, mask, draft, strength)
         target = alignment_targets(model, clean, cfg, amp)
-        for k, v in compute_losses(out, clean, target, loss_weights(cfg)).items():
+        for k, v in compute_losses(out, clean, target, loss_weights(cfg), model.palette).items():
             totals[k] = totals.get(k, 0.0) + float(v) * b
         n += b
     model.train()
