@@ -63,8 +63,8 @@ def main() -> None:
     if args.markdown:
         print("| " + " | ".join(COLUMNS) + " |")
         print("|" + "---|" * len(COLUMNS))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
+        for r in rows:  # a chat template's "<|im_start|>" would end a cell
+            print("| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |")
     else:
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
         print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
