@@ -5,7 +5,7 @@ against each true pixel's nearest palette colour, so a pixel is one colour or an
 several, which is what a squared error learns where the decoder is unsure. The picture the rest of the model sees
 (the loss on pixels, the sampler's next draft) is the expected colour under the scores; the sampler's last
 step draws each pixel in its most likely colour, so the picture is made of palette colours only (the Five-Dollar
-Model's output, as docs/emoji.md tells).
+Model's output for 16-px emoji, arXiv 2308.04052).
 
 The palette is fitted once on the training pictures before a run (their most common colours, apart from each
 other) and saved with the glue, as the text standardiser is.
